@@ -1,0 +1,1 @@
+"""Alembic migrations; installed as ``falcon.migrations`` so that wheels carry them."""

@@ -467,3 +467,32 @@ class ServiceRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A bearer token for /api/v1; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = _id()
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Event(Base):
+    """A change other processes should hear about (fills, screens, alerts) for live pages.
+
+    Rows are the transport across processes and nodes: readers poll by id (SQLite) or wake on
+    PostgreSQL NOTIFY, never on one process's memory.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = _id()
+    ts: Mapped[datetime] = _created()
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -176,7 +176,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return _coerce(key, value, args[0])
     if origin is Literal:
         choices = get_args(annotation)
-        text = str(value).upper() if all(isinstance(c, str) and c.isupper() for c in choices) else value
+        text = (
+            str(value).upper()
+            if all(isinstance(c, str) and c.isupper() for c in choices)
+            else value
+        )
         if text not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         return text
@@ -329,7 +333,10 @@ def load_settings(
     if path is not None:
         file_layer = _read_toml(path)
         leaked = sorted(_SECRET_NAMES & set(file_layer)) + sorted(
-            f"{s}.{k}" for s, v in file_layer.items() if isinstance(v, dict) for k in v
+            f"{s}.{k}"
+            for s, v in file_layer.items()
+            if isinstance(v, dict)
+            for k in v
             if k in _SECRET_NAMES
         )
         if leaked:

@@ -75,9 +75,9 @@ def month_to_date_cost(session: Session, now: datetime | None = None) -> float:
     """US dollars spent on LLM calls since the first of this month (UTC)."""
     now = now or datetime.now(UTC)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    total = session.scalar(select(func.coalesce(func.sum(LLMUsage.cost_usd), 0.0)).where(
-        LLMUsage.ts >= start
-    ))
+    total = session.scalar(
+        select(func.coalesce(func.sum(LLMUsage.cost_usd), 0.0)).where(LLMUsage.ts >= start)
+    )
     return float(total or 0.0)
 
 
@@ -110,12 +110,21 @@ class LLMClient:
         key = self._settings.secrets.llm_api_key or "no-key"
         return OpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s, max_retries=0)
 
-    def _record(self, purpose: str, prompt: int, completion: int, cost: float,
-                error: str | None) -> None:
+    def _record(
+        self, purpose: str, prompt: int, completion: int, cost: float, error: str | None
+    ) -> None:
         with self._sessions.begin() as session:
-            session.add(LLMUsage(purpose=purpose, model=self._settings.llm.model,
-                                 prompt_tokens=prompt, completion_tokens=completion,
-                                 cost_usd=cost, ok=error is None, error=error))
+            session.add(
+                LLMUsage(
+                    purpose=purpose,
+                    model=self._settings.llm.model,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_usd=cost,
+                    ok=error is None,
+                    error=error,
+                )
+            )
 
     def _cost(self, prompt: int, completion: int) -> float:
         cfg = self._settings.llm
@@ -197,5 +206,11 @@ class LLMClient:
             )
         self._record(purpose, prompt, completion, cost, None)
         log.info("llm %s: %d+%d tokens, $%.5f", purpose, prompt, completion, cost)
-        return LLMAnswer(data=data, raw=raw, model=self._settings.llm.model,
-                         prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+        return LLMAnswer(
+            data=data,
+            raw=raw,
+            model=self._settings.llm.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=cost,
+        )

@@ -40,8 +40,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def pg_server() -> Iterator[PostgresServer]:
     """The session's PostgreSQL server, with a migrated template database."""
     server = PostgresServer().start()
-    admin = create_engine(server.url().replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        server.url().replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text("CREATE DATABASE falcon_template"))
     engine = make_engine(server.url("falcon_template"))

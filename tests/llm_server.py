@@ -58,11 +58,13 @@ class ChatServer:
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": body.get("model", "test-model"),
-                        "choices": [{
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": reply.content},
-                        }],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": reply.content},
+                            }
+                        ],
                         "usage": {
                             "prompt_tokens": reply.prompt_tokens,
                             "completion_tokens": reply.completion_tokens,

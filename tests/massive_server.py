@@ -24,7 +24,8 @@ class MassiveServer:
     page_size: int = 50000
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     extra_routes: dict[str, Callable[[str, dict[str, list[str]]], tuple[int, Any]]] = field(
-        default_factory=dict)
+        default_factory=dict
+    )
 
     def start(self) -> MassiveServer:
         owner = self
@@ -67,8 +68,9 @@ class MassiveServer:
                 body: dict[str, Any] = {"status": "OK", "resultsCount": len(page), "results": page}
                 if offset + owner.page_size < len(rows):
                     host, port = owner._httpd.server_address[:2]
-                    body["next_url"] = (f"http://{host}:{port}{url.path}?offset="
-                                        f"{offset + owner.page_size}")
+                    body["next_url"] = (
+                        f"http://{host}:{port}{url.path}?offset={offset + owner.page_size}"
+                    )
                 self._send(200, body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

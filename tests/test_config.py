@@ -85,7 +85,9 @@ def test_secrets_only_from_environment(tmp_path: Path) -> None:
     assert "FALCON_S3_SECRET_ACCESS_KEY" in str(info.value)
     assert "hunter2" not in str(info.value)
 
-    s = load_settings(environ={"FALCON_S3_SECRET_ACCESS_KEY": "hunter2", "FALCON_LLM_API_KEY": "sk"})
+    s = load_settings(
+        environ={"FALCON_S3_SECRET_ACCESS_KEY": "hunter2", "FALCON_LLM_API_KEY": "sk"}
+    )
     assert s.secrets.s3_secret_access_key == "hunter2"
     assert s.secrets.massive_api_key is None
     shown = repr(s) + repr(s.secrets) + str(s.secrets)

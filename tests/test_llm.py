@@ -53,10 +53,16 @@ def _usage(sessions: sessionmaker[Session]) -> list[LLMUsage]:
 
 
 def test_structured_answer_is_validated_and_metered(chat: ChatServer, sessions) -> None:  # type: ignore[no-untyped-def]
-    chat.queue(Reply(content=json.dumps({"rank": 1, "why": "strong"}), prompt_tokens=1000,
-                     completion_tokens=500))
+    chat.queue(
+        Reply(
+            content=json.dumps({"rank": 1, "why": "strong"}),
+            prompt_tokens=1000,
+            completion_tokens=500,
+        )
+    )
     answer = _client(chat, sessions).complete_json(
-        purpose="test", system="You rank.", user="AAPL", schema=SCHEMA, schema_name="rank")
+        purpose="test", system="You rank.", user="AAPL", schema=SCHEMA, schema_name="rank"
+    )
     assert answer.data == {"rank": 1, "why": "strong"}
     assert answer.cost_usd == pytest.approx(0.01 + 0.015)
     sent = chat.requests[0]
@@ -65,7 +71,12 @@ def test_structured_answer_is_validated_and_metered(chat: ChatServer, sessions) 
     assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
     assert chat.headers[0]["authorization"] == "Bearer sk-test-secret"
     [row] = _usage(sessions)
-    assert (row.purpose, row.prompt_tokens, row.completion_tokens, row.ok) == ("test", 1000, 500, True)
+    assert (row.purpose, row.prompt_tokens, row.completion_tokens, row.ok) == (
+        "test",
+        1000,
+        500,
+        True,
+    )
     assert row.cost_usd == pytest.approx(0.025)
 
 
@@ -90,22 +101,28 @@ def test_http_errors_and_timeouts_are_clear_and_hide_the_key(chat: ChatServer, s
     chat.queue(Reply(delay_s=2.0))
     with pytest.raises(LLMCallFailed, match="timed out"):
         _client(chat, sessions, FALCON_LLM__TIMEOUT_S="0.3").complete_json(
-            purpose="t", system="s", user="u", schema=SCHEMA)
+            purpose="t", system="s", user="u", schema=SCHEMA
+        )
     assert [r.error for r in _usage(sessions)] == ["HTTP 500", "timeout"]
 
 
 def test_refused_connection(sessions) -> None:  # type: ignore[no-untyped-def]
-    settings = load_settings(environ={"FALCON_LLM__BASE_URL": "http://127.0.0.1:1/v1",
-                                      "FALCON_LLM__MODEL": "m"})
+    settings = load_settings(
+        environ={"FALCON_LLM__BASE_URL": "http://127.0.0.1:1/v1", "FALCON_LLM__MODEL": "m"}
+    )
     with pytest.raises(LLMCallFailed, match="unreachable"):
-        LLMClient(settings, sessions).complete_json(purpose="t", system="s", user="u", schema=SCHEMA)
+        LLMClient(settings, sessions).complete_json(
+            purpose="t", system="s", user="u", schema=SCHEMA
+        )
 
 
 def test_budget_is_enforced(chat: ChatServer, sessions) -> None:  # type: ignore[no-untyped-def]
     client = _client(chat, sessions, FALCON_LLM__MONTHLY_BUDGET_USD="0.03")
     ok = json.dumps({"rank": 2, "why": "x"})
-    chat.queue(Reply(content=ok, prompt_tokens=1000, completion_tokens=500),
-               Reply(content=ok, prompt_tokens=1000, completion_tokens=500))
+    chat.queue(
+        Reply(content=ok, prompt_tokens=1000, completion_tokens=500),
+        Reply(content=ok, prompt_tokens=1000, completion_tokens=500),
+    )
     client.complete_json(purpose="t", system="s", user="u", schema=SCHEMA)  # $0.025
     client.complete_json(purpose="t", system="s", user="u", schema=SCHEMA)  # $0.050 > budget
     with pytest.raises(BudgetExceeded, match="budget exhausted"):
@@ -117,4 +134,6 @@ def test_not_configured_says_which_settings(sessions) -> None:  # type: ignore[n
     settings = load_settings(environ={})
     assert len(missing_settings(settings)) == 2
     with pytest.raises(LLMNotConfigured, match=r"llm.base_url \(FALCON_LLM__BASE_URL\)"):
-        LLMClient(settings, sessions).complete_json(purpose="t", system="s", user="u", schema=SCHEMA)
+        LLMClient(settings, sessions).complete_json(
+            purpose="t", system="s", user="u", schema=SCHEMA
+        )

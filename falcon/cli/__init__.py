@@ -79,7 +79,9 @@ class FalconGroup(LazyGroup):
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML config file (default $FALCON_CONFIG or /etc/falcon/falcon.toml).",
 )
-@click.option("--database-url", help="Database URL (default $FALCON_DATABASE_URL or SQLite in home).")
+@click.option(
+    "--database-url", help="Database URL (default $FALCON_DATABASE_URL or SQLite in home)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or chatter.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
@@ -100,7 +102,9 @@ def main(
       falcon db upgrade             # apply database migrations
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
     overrides: dict[str, Any] = {"home": home, "database_url": database_url}
     ctx.obj = AppContext(overrides=overrides, config_file=config_file, quiet=quiet)
     ctx.call_on_close(ctx.obj.close)

@@ -50,7 +50,9 @@ def cli(as_json: bool) -> None:
         def migrations() -> str:
             current, head = current_revision(ctx.engine), head_revision(ctx.engine)
             if current != head:
-                raise FalconError(f"at {current or 'none'}, head is {head}: run `falcon db upgrade`")
+                raise FalconError(
+                    f"at {current or 'none'}, head is {head}: run `falcon db upgrade`"
+                )
             return f"at head {head}"
 
         results.append(_check("database", database))

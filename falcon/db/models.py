@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -46,7 +46,7 @@ class Base(DeclarativeBase):
     """Declarative base with the naming convention."""
 
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 def _id() -> Mapped[int]:
@@ -139,7 +139,9 @@ class ScreenPick(Base):
     __tablename__ = "screen_picks"
 
     id: Mapped[int] = _id()
-    run_id: Mapped[int] = mapped_column(ForeignKey("screen_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("screen_runs.id", ondelete="CASCADE"), index=True
+    )
     ticker: Mapped[str] = mapped_column(String(16), index=True)
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
@@ -181,7 +183,9 @@ class BacktestRun(Base):
     __tablename__ = "backtest_runs"
 
     id: Mapped[int] = _id()
-    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id", ondelete="SET NULL"))
+    strategy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("strategies.id", ondelete="SET NULL")
+    )
     strategy_name: Mapped[str] = mapped_column(String(120))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -263,7 +267,9 @@ class Order(Base):
     client_order_id: Mapped[str] = mapped_column(String(128), unique=True)
     ticker: Mapped[str] = mapped_column(String(16))
     side: Mapped[str] = mapped_column(String(8))  # buy | sell
-    type: Mapped[str] = mapped_column(String(16))  # market | limit | stop | stop_limit | trailing_stop
+    type: Mapped[str] = mapped_column(
+        String(16)
+    )  # market | limit | stop | stop_limit | trailing_stop
     qty: Mapped[int] = mapped_column(BigInteger)
     limit_price: Mapped[float | None] = mapped_column(Float)
     stop_price: Mapped[float | None] = mapped_column(Float)

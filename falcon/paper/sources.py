@@ -122,7 +122,9 @@ class MassivePollingSource:
                     return data
                 if response.status_code == 429:
                     retry_after = response.headers.get("Retry-After", "")
-                    wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay
+                    wait = (
+                        float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay
+                    )
                     log.warning("massive rate limit: waiting %.1fs", wait)
                     self.sleep(wait)
                     continue
@@ -138,7 +140,9 @@ class MassivePollingSource:
                 log.warning("massive API %s, retry %d in %.1fs", problem, attempt + 1, delay)
                 self.sleep(delay)
                 delay *= 2
-        raise ExternalServiceError(f"Massive API failed after {self.max_retries} retries ({problem})")
+        raise ExternalServiceError(
+            f"Massive API failed after {self.max_retries} retries ({problem})"
+        )
 
     def fetch(self, ticker: str, start: datetime, end: datetime) -> list[Bar]:
         """Minute bars of ``ticker`` whose start lies in [start, end], following pagination."""
@@ -152,18 +156,23 @@ class MassivePollingSource:
             data = self._get(url, params)
             for row in data.get("results") or []:
                 try:
-                    bars.append(Bar(
-                        ticker=ticker,
-                        ts=datetime.fromtimestamp(row["t"] / 1000, UTC),
-                        open=float(row["o"]), high=float(row["h"]), low=float(row["l"]),
-                        close=float(row["c"]), volume=float(row.get("v") or 0.0),
-                    ))
+                    bars.append(
+                        Bar(
+                            ticker=ticker,
+                            ts=datetime.fromtimestamp(row["t"] / 1000, UTC),
+                            open=float(row["o"]),
+                            high=float(row["h"]),
+                            low=float(row["l"]),
+                            close=float(row["c"]),
+                            volume=float(row.get("v") or 0.0),
+                        )
+                    )
                 except (KeyError, TypeError, ValueError) as exc:
                     log.warning("massive API: dropped a malformed %s bar (%s)", ticker, exc)
             next_url = data.get("next_url")
             # Pagination URLs are absolute; only follow them on the configured host.
             if next_url and next_url.startswith(self.base_url.rstrip("/")):
-                url, params = next_url[len(self.base_url.rstrip("/")):], None
+                url, params = next_url[len(self.base_url.rstrip("/")) :], None
             else:
                 url = None
         return bars

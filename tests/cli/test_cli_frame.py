@@ -11,14 +11,16 @@ from click.testing import CliRunner
 from falcon.cli import main
 
 
-def _walk(cmd: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def _walk(
+    cmd: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, cmd
     if isinstance(cmd, click.Group):
         ctx = click.Context(cmd)
         for name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, name)
-            assert sub is not None, f"{' '.join(path + (name,))} is listed but cannot be loaded"
-            yield from _walk(sub, path + (name,))
+            assert sub is not None, f"{' '.join((*path, name))} is listed but cannot be loaded"
+            yield from _walk(sub, (*path, name))
 
 
 ALL_COMMANDS = list(_walk(main))
@@ -29,7 +31,9 @@ def test_the_expected_commands_exist() -> None:
     assert {"db upgrade", "db current", "doctor"} <= names
 
 
-@pytest.mark.parametrize(("path", "cmd"), ALL_COMMANDS, ids=[" ".join(p) or "falcon" for p, _ in ALL_COMMANDS])
+@pytest.mark.parametrize(
+    ("path", "cmd"), ALL_COMMANDS, ids=[" ".join(p) or "falcon" for p, _ in ALL_COMMANDS]
+)
 def test_every_command_has_help_with_an_example(path: tuple[str, ...], cmd: click.Command) -> None:
     assert cmd.help, f"falcon {' '.join(path)} has no help text"
     assert "Example" in cmd.help, f"falcon {' '.join(path)}: help has no example"
@@ -38,7 +42,9 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...], cmd: clic
     assert "Usage:" in result.output
 
 
-def test_config_error_is_one_line_with_exit_code(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_error_is_one_line_with_exit_code(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FALCON_TRADING__STARTING_CASH", "-5")
     result = runner.invoke(main, ["db", "current"])
     assert result.exit_code == 78

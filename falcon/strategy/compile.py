@@ -1,0 +1,189 @@
+"""Compile a validated strategy's rules to polars: boolean signal columns per bar.
+
+Each distinct function call in the rules becomes one temporary column, computed once per frame
+(with ``by="ticker"``, in one pass over every ticker) and shared by every rule that uses it; the
+rules themselves are then cheap element-wise expressions over those columns. A call whose
+arguments contain another call is computed in a later stage than that call.
+
+Every operation looks only at the current and earlier bars of the same ticker (shifts are masked at
+ticker boundaries), so a row's signals never depend on later rows: ``falcon.strategy.lookahead``
+checks that empirically.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from falcon import indicators as ind
+from falcon.errors import DataError
+from falcon.strategy.expr import (
+    Attr,
+    BinOp,
+    Call,
+    Field,
+    Neg,
+    Node,
+    Not,
+    Num,
+    Param,
+    Shift,
+    to_text,
+)
+from falcon.strategy.functions import BY, MSO, SESSION, call_parts, constant
+
+if TYPE_CHECKING:
+    from falcon.strategy.spec import StrategySpec
+
+__all__ = ["SIGNAL_COLUMNS", "compile_signals"]
+
+SIGNAL_COLUMNS = ("entry_long", "exit_long", "entry_short", "exit_short")
+REQUIRED_COLUMNS = ("ticker", "ts", "open", "high", "low", "close", "volume")
+_POS = "__pos"
+_EXCHANGE_TZ = "America/New_York"
+_OPEN_MINUTE = 9 * 60 + 30
+
+
+class _Compiler:
+    def __init__(self, params: dict[str, float]) -> None:
+        self.params = params
+        self.columns: dict[str, str] = {}  # canonical call text -> temp column
+        self.stages: dict[int, dict[str, pl.Expr]] = {}
+        self.level: dict[str, int] = {}
+
+    def hoist(self, node: Call) -> tuple[pl.Expr, int]:
+        key = to_text(node, self.params)
+        if key not in self.columns:
+            func, series, consts = call_parts(node, self.params)
+            compiled = [self.expr(s) for s in series]
+            level = 1 + max((lvl for _, lvl in compiled), default=0)
+            name = f"__f{len(self.columns)}"
+            self.stages.setdefault(level, {})[name] = func.build([e for e, _ in compiled], consts)
+            self.columns[key] = name
+            self.level[name] = level
+        name = self.columns[key]
+        return pl.col(name), self.level[name]
+
+    def expr(self, node: Node) -> tuple[pl.Expr, int]:
+        """The polars expression of ``node`` and the stage it needs (0 = the bars themselves)."""
+        if isinstance(node, Num):
+            return pl.lit(float(node.value), dtype=pl.Float64), 0
+        if isinstance(node, Param):
+            return pl.lit(constant(node, self.params), dtype=pl.Float64), 0
+        if isinstance(node, Field):
+            return pl.col(node.name).cast(pl.Float64), 0
+        if isinstance(node, Call):
+            return self.hoist(node)
+        if isinstance(node, Attr):
+            target, level = self.expr(node.target)
+            return target.struct.field(node.name), level
+        if isinstance(node, Shift):
+            target, level = self.expr(node.target)
+            bars = node.bars
+            if isinstance(bars, Param):
+                bars = int(constant(bars, self.params))
+            return _shift(target, bars), level
+        if isinstance(node, Neg):
+            operand, level = self.expr(node.operand)
+            return -operand, level
+        if isinstance(node, Not):
+            operand, level = self.expr(node.operand)
+            return ~operand, level
+        return self.binop(node)
+
+    def binop(self, node: BinOp) -> tuple[pl.Expr, int]:
+        (a, la), (b, lb) = self.expr(node.left), self.expr(node.right)
+        level = max(la, lb)
+        op = node.op
+        out: pl.Expr
+        if op == "+":
+            out = a + b
+        elif op == "-":
+            out = a - b
+        elif op == "*":
+            out = a * b
+        elif op == "/":
+            # x/0 is no number: null (polars would give inf or NaN, and NaN compares as largest).
+            out = pl.when(b != 0).then(a / b)
+        elif op == "<":
+            out = a < b
+        elif op == "<=":
+            out = a <= b
+        elif op == ">":
+            out = a > b
+        elif op == ">=":
+            out = a >= b
+        elif op == "==":
+            out = a == b
+        elif op == "!=":
+            out = a != b
+        elif op == "crosses_above":
+            out = (a > b) & (_shift(a, 1) <= _shift(b, 1))
+        elif op == "crosses_below":
+            out = (a < b) & (_shift(a, 1) >= _shift(b, 1))
+        elif op == "and":
+            out = a & b
+        elif op == "or":
+            out = a | b
+        else:  # pragma: no cover - the parser produces no other operator
+            raise ValueError(f"unknown operator {op!r}")
+        return out, level
+
+
+def _shift(e: pl.Expr, bars: int) -> pl.Expr:
+    """``e`` as of ``bars`` bars ago in the same ticker (null across a ticker boundary)."""
+    if bars == 0:
+        return e
+    return pl.when(pl.col(_POS) >= bars).then(e.shift(bars))
+
+
+def _session_columns(ts_dtype: pl.DataType) -> list[pl.Expr]:
+    if not isinstance(ts_dtype, pl.Datetime):
+        raise DataError(f"minute strategies need 'ts' as a datetime column, got {ts_dtype}")
+    ts = pl.col("ts")
+    # Stored times are UTC; a naive column is UTC by convention.
+    utc = ts.dt.replace_time_zone("UTC") if ts_dtype.time_zone is None else ts
+    local = utc.dt.convert_time_zone(_EXCHANGE_TZ)
+    minutes = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
+    return [(minutes - _OPEN_MINUTE).alias(MSO), local.dt.date().alias(SESSION)]
+
+
+def compile_signals(spec: StrategySpec, bars: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Signal columns for every bar of ``bars`` under ``spec``.
+
+    ``bars`` has columns ticker, ts, open, high, low, close, volume, sorted by ticker then ts. The
+    result has the same rows and columns plus boolean ``entry_long``, ``exit_long``,
+    ``entry_short`` and ``exit_short`` (never null; short signals are all false for a long-only
+    strategy), each computed on that bar's close from that bar and earlier ones only; and, when
+    a stop, target or trailing stop is in ATR multiples, a float ``atr`` column (ATR of the
+    level's ``atr_period`` on that bar).
+    """
+    lf = bars.lazy()
+    schema = lf.collect_schema()
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema]
+    if missing:
+        raise DataError(f"bars lack column(s) {', '.join(missing)}")
+    compiler = _Compiler(dict(spec.params))
+    signals: dict[str, pl.Expr] = {}
+    for column in SIGNAL_COLUMNS:
+        node = spec.rules.get(column)
+        if node is None:
+            signals[column] = pl.lit(False)
+        else:
+            signals[column] = compiler.expr(node)[0].fill_null(False)
+
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    first = pl.col(BY).ne_missing(pl.col(BY).shift(1))
+    helpers = [(row - pl.when(first).then(row).forward_fill()).alias(_POS)]
+    if spec.uses_session:
+        helpers += _session_columns(schema["ts"])
+    lf = lf.with_columns(helpers)
+    for level in sorted(compiler.stages):
+        lf = lf.with_columns(**compiler.stages[level])
+    lf = lf.with_columns(**signals)
+    keep = [*schema.names(), *(c for c in SIGNAL_COLUMNS if c not in schema)]
+    if spec.atr_period is not None:
+        lf = lf.with_columns(atr=ind.atr("high", "low", "close", spec.atr_period, by=BY))
+        keep.append("atr")
+    return lf.select(keep)

@@ -82,6 +82,9 @@ def adjust_for_splits(bars: pl.LazyFrame, splits: pl.DataFrame) -> pl.LazyFrame:
         by="ticker",
         strategy="forward",
         allow_exact_matches=False,  # the bar on the execution date is already post-split
+        # Both sides are sorted just above; polars cannot prove per-ticker order to itself and
+        # would warn on every read.
+        check_sortedness=False,
     )
     factor = pl.col("factor").fill_null(1.0)
     return joined.with_columns(

@@ -1,0 +1,234 @@
+"""Open orders of one account, and what one bar does to them.
+
+The paper trader keeps an :class:`OrderBook` per account: it submits orders, feeds each new bar
+to :meth:`OrderBook.on_bar`, and persists the events it gets back. Prices come from
+:mod:`falcon.execution.fills`, money from :class:`~falcon.execution.ledger.Ledger`: the same
+functions the backtester uses.
+
+Within one bar of one ticker, orders are worked in this order: market orders (they fill at the
+open), then stop-loss / take-profit pairs and other stops (gaps fill at the open; a bar touching
+both legs of a pair fills the stop), then limit orders; ties in submission order. The exit legs
+of a bracket become live when the entry fills; an entry filled at the open has its legs checked
+in the rest of that same bar (the whole range of the bar comes after its open).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+
+from falcon.domain.events import (
+    CancelReason,
+    OrderCanceled,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+)
+from falcon.domain.market import Bar
+from falcon.domain.orders import Fill, Order, OrderType, Side, TimeInForce
+from falcon.execution.fills import CostModel, after_bar, exit_leg_first, fill_price, trail_level
+from falcon.execution.ledger import Ledger
+
+_PRIORITY = {
+    OrderType.MARKET: 0,
+    OrderType.STOP: 1,
+    OrderType.TRAILING_STOP: 1,
+    OrderType.STOP_LIMIT: 2,
+    OrderType.LIMIT: 3,
+}
+
+
+def bracket(
+    entry: Order,
+    *,
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+    trail_percent: float | None = None,
+) -> tuple[Order, ...]:
+    """An entry and its exit legs: a stop (or trailing stop) and a take profit, in one OCO group."""
+    legs: list[Order] = [entry]
+    exit_side = entry.side.opposite
+    group = f"{entry.id}:oco"
+    if stop_loss is not None or trail_percent is not None:
+        kind = OrderType.TRAILING_STOP if trail_percent is not None else OrderType.STOP
+        legs.append(
+            Order(
+                id=f"{entry.id}:sl",
+                ticker=entry.ticker,
+                side=exit_side,
+                qty=entry.qty,
+                type=kind,
+                stop_price=stop_loss,
+                trail_percent=trail_percent,
+                parent_id=entry.id,
+                oco_group=group,
+                tag="stop_loss",
+            )
+        )
+    if take_profit is not None:
+        legs.append(
+            Order(
+                id=f"{entry.id}:tp",
+                ticker=entry.ticker,
+                side=exit_side,
+                qty=entry.qty,
+                type=OrderType.LIMIT,
+                limit_price=take_profit,
+                parent_id=entry.id,
+                oco_group=group,
+                tag="take_profit",
+            )
+        )
+    return tuple(legs)
+
+
+class OrderBook:
+    """Live orders of one account; pure Python, no I/O."""
+
+    def __init__(self, *, ledger: Ledger, costs: CostModel) -> None:
+        self.ledger = ledger
+        self.costs = costs
+        self._live: dict[str, Order] = {}
+        self._waiting: dict[str, Order] = {}  # exit legs whose entry has not filled yet
+        self._next_bar: set[str] = set()  # legs of an entry filled inside the current bar
+
+    @property
+    def open_orders(self) -> tuple[Order, ...]:
+        """Orders that can still fill, in submission order (waiting exit legs excluded)."""
+        return tuple(self._live.values())
+
+    def submit(self, orders: Order | Iterable[Order], ts: datetime) -> list[OrderEvent]:
+        """Accept orders (an entry and its legs from :func:`bracket`, or single orders)."""
+        batch = [orders] if isinstance(orders, Order) else list(orders)
+        events: list[OrderEvent] = []
+        for order in batch:
+            if order.id in self._live or order.id in self._waiting:
+                raise ValueError(f"order id {order.id} is already in the book")
+            if order.parent_id is not None and order.parent_id in self._live:
+                self._waiting[order.id] = order
+            else:
+                self._live[order.id] = order
+            events.append(OrderSubmitted(order=order, ts=ts))
+        return events
+
+    def cancel(
+        self, order_id: str, ts: datetime, reason: CancelReason = CancelReason.USER
+    ) -> list[OrderEvent]:
+        """Cancel an order (and the waiting legs of an entry)."""
+        order = self._live.pop(order_id, None) or self._waiting.pop(order_id, None)
+        if order is None:
+            return []
+        events: list[OrderEvent] = [OrderCanceled(order=order, ts=ts, reason=reason)]
+        for leg in [o for o in self._waiting.values() if o.parent_id == order_id]:
+            del self._waiting[leg.id]
+            events.append(OrderCanceled(order=leg, ts=ts, reason=CancelReason.PARENT))
+        return events
+
+    def end_session(self, ts: datetime) -> list[OrderEvent]:
+        """Expire day orders at the end of their session."""
+        events: list[OrderEvent] = []
+        for order in [o for o in self._live.values() if o.tif is TimeInForce.DAY]:
+            events += self.cancel(order.id, ts, CancelReason.EXPIRED)
+        return events
+
+    def on_bar(self, bar: Bar) -> list[OrderEvent]:
+        """Work the live orders of ``bar.ticker`` through ``bar``; returns what happened."""
+        events: list[OrderEvent] = []
+        self.ledger.mark(bar.ticker, bar.open)
+        done = self._next_bar = set()
+        while True:
+            mine = sorted(
+                (o for o in self._live.values() if o.ticker == bar.ticker and o.id not in done),
+                key=lambda o: _PRIORITY[o.type],
+            )
+            if not mine:
+                break
+            order = mine[0]
+            done.add(order.id)
+            if order.id not in self._live:
+                continue
+            sibling = self._oco_sibling(order)
+            if sibling is not None:
+                done.add(sibling.id)
+                stop_leg, target_leg = (
+                    (order, sibling) if order.type is not OrderType.LIMIT else (sibling, order)
+                )
+                hit = exit_leg_first(stop_leg, target_leg, bar, self.costs)
+                if hit is not None:
+                    events += self._fill(hit[0], hit[1], bar)
+                continue
+            price = fill_price(order, bar, self.costs)
+            if price is not None:
+                events += self._fill(order, price, bar)
+        for oid, order in list(self._live.items()):
+            if order.ticker == bar.ticker:
+                self._live[oid] = after_bar(order, bar)
+        self.ledger.mark(bar.ticker, bar.close)
+        return events
+
+    def _oco_sibling(self, order: Order) -> Order | None:
+        if order.oco_group is None:
+            return None
+        for other in self._live.values():
+            if other.id != order.id and other.oco_group == order.oco_group:
+                return other
+        return None
+
+    def _fill(self, order: Order, price: float, bar: Bar) -> list[OrderEvent]:
+        events: list[OrderEvent] = []
+        qty = order.qty
+        if order.is_exit_leg:
+            held = self.ledger.qty(order.ticker)
+            qty = min(qty, abs(held)) if held * order.side.sign < 0 else 0
+            if qty == 0:
+                events += self.cancel(order.id, bar.ts, CancelReason.POSITION_CLOSED)
+                return events
+        fill = Fill(
+            order_id=order.id,
+            ticker=order.ticker,
+            side=order.side,
+            qty=qty,
+            price=price,
+            fee=self.costs.fee(qty, price),
+            ts=bar.ts,
+        )
+        reason = self.ledger.check(fill)
+        if reason is not None:
+            del self._live[order.id]
+            events.append(OrderRejected(order=order, ts=bar.ts, reason=reason))
+            for leg in [o for o in self._waiting.values() if o.parent_id == order.id]:
+                del self._waiting[leg.id]
+                events.append(OrderCanceled(order=leg, ts=bar.ts, reason=CancelReason.PARENT))
+            return events
+        self.ledger.apply(fill)
+        del self._live[order.id]
+        events.append(OrderFilled(order=order, fill=fill))
+        sibling = self._oco_sibling(order)
+        if sibling is not None:
+            events += self.cancel(sibling.id, bar.ts, CancelReason.OCO)
+        if self.ledger.qty(order.ticker) == 0:
+            # Flat: exit legs left over from the closed position must not fire on the next one.
+            for leg in [
+                o for o in self._live.values() if o.ticker == order.ticker and o.is_exit_leg
+            ]:
+                events += self.cancel(leg.id, bar.ts, CancelReason.POSITION_CLOSED)
+        for leg in [o for o in self._waiting.values() if o.parent_id == order.id]:
+            del self._waiting[leg.id]
+            if leg.type is OrderType.TRAILING_STOP and leg.watermark is None:
+                # Trail from the market price the entry filled against, not from its slippage.
+                leg = _with_watermark(leg, bar.open if order.type is OrderType.MARKET else price)
+            self._live[leg.id] = leg
+            if order.type is not OrderType.MARKET:
+                # The entry filled somewhere inside this bar: what came before it is unknown,
+                # so its legs start with the next bar.
+                self._next_bar.add(leg.id)
+        return events
+
+
+def _with_watermark(order: Order, price: float) -> Order:
+    level = trail_level(
+        price, buy=order.side is Side.BUY, percent=order.trail_percent, amount=order.trail_amount
+    )
+    return replace(order, watermark=price, stop_price=level)

@@ -81,6 +81,7 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     secure_cookies: bool = True
+    behind_proxy: bool = False  # trust X-Forwarded-For/-Proto from one proxy (nginx)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         # The proxy flag is read with getattr so that this works before WebSettings grows it.
-        "PROXY_FIX": bool(getattr(settings.web, "behind_proxy", False)),
+        "PROXY_FIX": settings.web.behind_proxy,
         "SSE_POLL_SECONDS": 0.5,
         "SSE_MAX_SECONDS": 300.0,
         "SSE_KEEPALIVE_SECONDS": 15.0,

@@ -11,7 +11,7 @@ Rules are strings in a small whitelisted language (``falcon.strategy.expr``); no
 a web form or an LLM writes is ever run as Python.
 """
 
-from falcon.strategy.compile import SIGNAL_COLUMNS, compile_signals
+from falcon.strategy.compile import SIGNAL_COLUMNS, compile_expressions, compile_signals
 from falcon.strategy.library import builtin_document, builtin_names, builtin_spec
 from falcon.strategy.lookahead import lookahead_check
 from falcon.strategy.spec import (
@@ -33,6 +33,7 @@ __all__ = [
     "builtin_document",
     "builtin_names",
     "builtin_spec",
+    "compile_expressions",
     "compile_signals",
     "load_document",
     "load_spec",

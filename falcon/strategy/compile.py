@@ -29,9 +29,10 @@ from falcon.strategy.expr import (
     Num,
     Param,
     Shift,
+    parse,
     to_text,
 )
-from falcon.strategy.functions import BY, MSO, SESSION, call_parts, constant
+from falcon.strategy.functions import BY, MSO, SESSION, analyze, call_parts, constant
 
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
@@ -187,3 +188,32 @@ def compile_signals(spec: StrategySpec, bars: pl.LazyFrame | pl.DataFrame) -> pl
         lf = lf.with_columns(atr=ind.atr("high", "low", "close", spec.atr_period, by=BY))
         keep.append("atr")
     return lf.select(keep)
+
+
+def compile_expressions(
+    bars: pl.LazyFrame | pl.DataFrame,
+    exprs: dict[str, str],
+    *,
+    params: dict[str, float] | None = None,
+    timeframe: str = "day",
+) -> pl.LazyFrame:
+    """``bars`` plus one column per named expression of the rule language, per ticker.
+
+    Used by the screener and the alert engine for loose expressions (factors, conditions) outside
+    a whole strategy spec. Rows must be contiguous per ticker and in time order. A function call
+    shared by several expressions is computed once. Raises ``ExprError`` for invalid text.
+    """
+
+    compiler = _Compiler(dict(params or {}))
+    finals: dict[str, pl.Expr] = {}
+    for name, text in exprs.items():
+        node = parse(text)
+        analyze(node, compiler.params, timeframe)
+        finals[name] = compiler.expr(node)[0]
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    first = pl.col(BY).ne_missing(pl.col(BY).shift(1))
+    lf = bars.lazy().with_columns((row - pl.when(first).then(row).forward_fill()).alias(_POS))
+    for level in sorted(compiler.stages):
+        lf = lf.with_columns(**compiler.stages[level])
+    temps = [_POS, *(c for stage in compiler.stages.values() for c in stage)]
+    return lf.with_columns(**finals).drop(temps)

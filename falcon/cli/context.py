@@ -72,6 +72,22 @@ class AppContext:
                 )
         return engine
 
+    def export_to_environment(self) -> None:
+        """Put ``--home``/``--database-url``/``--config`` into this process's environment.
+
+        Job handlers run in the worker's process and load settings themselves; without this a
+        worker started with ``falcon --home X worker run`` would hand its jobs the default home.
+        The environment of our own process is not argv: a password in the URL stays private.
+        """
+        import os
+
+        s = self.settings
+        os.environ["FALCON_HOME"] = str(s.home)
+        if s.database_url:
+            os.environ["FALCON_DATABASE_URL"] = s.database_url
+        if s.source_file is not None:
+            os.environ["FALCON_CONFIG"] = str(s.source_file)
+
     @property
     def show_progress(self) -> bool:
         """Progress bars only for a person at a terminal."""

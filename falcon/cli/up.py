@@ -145,6 +145,7 @@ def cli(host: str | None, port: int | None, no_serve: bool, no_replay: bool) -> 
     settings = ctx.settings
     _say(f"home {settings.home}")
     engine = ctx.ready_engine()
+    ctx.export_to_environment()  # the in-process worker's job handlers load settings themselves
     sessions = ctx.sessions
     last = _ensure_sample(settings, sessions)
     _ensure_admin(sessions)

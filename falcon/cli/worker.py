@@ -44,6 +44,7 @@ def run_cmd(worker_id: str | None, once: bool, concurrency: int, poll_interval: 
 
     ctx = app()
     engine = ctx.ready_engine()
+    ctx.export_to_environment()
     config = WorkerConfig(
         worker_id=worker_id or default_worker_id(), concurrency=concurrency,
         poll_interval=poll_interval, heartbeat_interval=heartbeat_interval,

@@ -69,3 +69,21 @@ def test_doctor_fails_when_not_migrated(runner: CliRunner) -> None:
     result = runner.invoke(main, ["doctor"])
     assert result.exit_code == 1
     assert "run `falcon db upgrade`" in result.output
+
+
+def test_cli_overrides_reach_job_handlers_through_the_environment(
+    tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A worker started with --home must hand its jobs that home, not the default one."""
+    import os
+
+    from falcon.cli.context import AppContext
+    from falcon.config import load_settings
+
+    home = tmp_path / "elsewhere"
+    ctx = AppContext(overrides={"home": home, "database_url": "sqlite:////tmp/x.db"})
+    ctx.export_to_environment()
+    assert os.environ["FALCON_HOME"] == str(home)
+    seen = load_settings()  # what a job handler does
+    assert seen.home == home
+    assert seen.effective_database_url == "sqlite:////tmp/x.db"

@@ -47,6 +47,36 @@ class ReplaySource:
                 continue
             yield bar
 
+    def batches(self) -> Iterator[list[Bar]]:
+        """The bars grouped by timestamp: what the trader commits as one transaction."""
+        yield from group_by_ts(self.bars())
+
+    @classmethod
+    def from_store(
+        cls,
+        settings: Any,
+        tickers: Iterable[str] | None,
+        start: Any,
+        end: Any,
+        kind: str = "day",
+        *,
+        skip_through: datetime | None = None,
+    ) -> ReplaySource:
+        """Split-adjusted bars of ``tickers`` from the Parquet store, ``start``..``end`` inclusive.
+
+        ``start``/``end`` are session dates or aware datetimes, as for
+        :func:`falcon.data.reader.read_bars`.
+        """
+        import warnings
+
+        from falcon.data.reader import read_bars  # polars and the store only when replaying
+
+        with warnings.catch_warnings():
+            # polars cannot prove the store's (ticker, ts) order to itself; the reader sorts.
+            warnings.filterwarnings("ignore", "Sortedness of columns", UserWarning)
+            frame = read_bars(settings, kind=kind, tickers=tickers, start=start, end=end).collect()
+        return cls.from_frame(frame, skip_through=skip_through)
+
     @classmethod
     def from_frame(cls, frame: Any, skip_through: datetime | None = None) -> ReplaySource:
         """From a polars DataFrame with columns ticker, ts, open, high, low, close, volume."""
@@ -56,6 +86,18 @@ class ReplaySource:
             for t, ts, o, h, lo, c, v in frame.select(cols).iter_rows()
         ]
         return cls(rows=rows, skip_through=skip_through)
+
+
+def group_by_ts(bars: Iterable[Bar]) -> Iterator[list[Bar]]:
+    """Consecutive bars of equal ``ts`` as one list (the input is in time order)."""
+    batch: list[Bar] = []
+    for bar in bars:
+        if batch and bar.ts != batch[0].ts:
+            yield batch
+            batch = []
+        batch.append(bar)
+    if batch:
+        yield batch
 
 
 def _aware(ts: datetime) -> datetime:
@@ -201,4 +243,15 @@ class MassivePollingSource:
     def bars(self) -> Iterator[Bar]:
         while not self.stop_event.is_set():
             yield from self.poll_once()
+            self.stop_event.wait(self.poll_interval_s)
+
+    def batches(self) -> Iterator[list[Bar]]:
+        """Each poll's bars grouped by timestamp, then an empty list: a poll ended.
+
+        The empty list gives the caller control between polls (watchdog, stop requests) without
+        waiting for the next minute's bars to close the current batch.
+        """
+        while not self.stop_event.is_set():
+            yield from group_by_ts(self.poll_once())
+            yield []
             self.stop_event.wait(self.poll_interval_s)

@@ -81,6 +81,7 @@ def test_cli_overrides_reach_job_handlers_through_the_environment(
     from falcon.config import load_settings
 
     home = tmp_path / "elsewhere"
+    monkeypatch.setenv("FALCON_DATABASE_URL", "")  # so that monkeypatch restores it afterwards
     ctx = AppContext(overrides={"home": home, "database_url": "sqlite:////tmp/x.db"})
     ctx.export_to_environment()
     assert os.environ["FALCON_HOME"] == str(home)

@@ -1,22 +1,110 @@
-"""The front page: accounts, the latest screen, recent fills and events (live)."""
+"""The front page: accounts, their equity chart, the latest screen, fills and events (live)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from sqlalchemy import select
+from typing import Any
 
-from falcon.db.models import Fill, ScreenPick, ScreenRun
-from falcon.web import serialize
+from flask import Blueprint, render_template, request
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from falcon.db.models import BacktestRun, Fill, PaperAccount, ScreenPick, ScreenRun
+from falcon.web import app_settings, charts
+from falcon.web.actions import MAX_ID
+from falcon.web.equity import data_version, equity_history, history_key, memo
 from falcon.web.extensions import db
-from falcon.web.queries import accounts_with_positions, recent_events
+from falcon.web.queries import account_summaries, recent_events
 
 bp = Blueprint("overview", __name__)
 
 
+def _account(s: Session) -> PaperAccount | None:
+    """``?account=<id>``, else the account that traded last."""
+    wanted = request.args.get("account", type=int)
+    if wanted is None or not 1 <= wanted <= MAX_ID:
+        wanted = s.scalar(select(Fill.account_id).order_by(Fill.id.desc()).limit(1))
+    return s.get(PaperAccount, wanted) if wanted is not None else None
+
+
+Chart = tuple[dict[str, Any], Markup]
+
+
+def _with_json(chart: dict[str, Any]) -> Chart:
+    # Serialised once and cached with the chart: thousands of points cost more to encode than
+    # the rest of the page costs to render.
+    return chart, htmlsafe_json_dumps(chart)
+
+
+def _paper_chart(s: Session, account: PaperAccount, benchmark: str | None) -> Chart | None:
+    history = equity_history(s, app_settings(), account, benchmark)
+    if not history.points:
+        return None
+    series = [charts.line(f"Account {account.name}", history.points, intraday=False,
+                          color=charts.PALETTE[0], precision=0)]
+    held = charts.buy_and_hold(history.benchmark_closes, float(account.starting_cash),
+                               history.points[0][0])
+    if held:
+        series.append(charts.line(f"Buy & hold {benchmark}", held, intraday=False,
+                                  color=charts.PALETTE[1], precision=0))
+    return _with_json({
+        "source": "paper",
+        "account_id": account.id,
+        "title": f"Paper account {account.name}: equity"
+        + (f" against buy-and-hold of {benchmark}" if held else ""),
+        "note": f"Rebuilt from {history.fills} fills, positions marked at each day's close; "
+        "the benchmark starts with the same cash on the first fill's day.",
+        "series": series,
+    })
+
+
+def _backtest_chart(s: Session, run: BacktestRun, benchmark: str | None) -> Chart | None:
+    chart, _ = charts.backtest_equity(s, app_settings(), run, benchmark)
+    if not chart["series"][0]["data"]:
+        return None
+    return _with_json(chart | {
+        "source": "backtest",
+        "run_id": run.id,
+        "title": f"No paper trading history yet: backtest #{run.id} ({run.strategy_name})"
+        + (f" against buy-and-hold of {benchmark}" if len(chart["series"]) > 1 else ""),
+    })
+
+
+def equity_chart(s: Session) -> Chart:
+    """The paper account's equity against buy-and-hold of the benchmark, and its JSON.
+
+    With no fills yet there is no paper history to draw, so the latest finished backtest stands
+    in, and the chart's title says so. Both are cached (see :func:`falcon.web.equity.memo`).
+    """
+    settings = app_settings()
+    version = data_version(s)
+    benchmark = charts.benchmark_ticker(settings, version)
+    account = _account(s)
+    if account is not None:
+        key = ("overview-paper", *history_key(s, settings, account, benchmark))
+        paper = memo(key, lambda: _paper_chart(s, account, benchmark))
+        if paper is not None:
+            return paper
+    run = s.scalar(
+        select(BacktestRun).where(BacktestRun.status == "done").order_by(BacktestRun.id.desc())
+        .limit(1)
+    )
+    if run is not None:
+        key = ("overview-backtest", settings.effective_database_url, run.id, run.created_at,
+               version, benchmark)
+        backtest = memo(key, lambda: _backtest_chart(s, run, benchmark))
+        if backtest is not None:
+            return backtest
+    return _with_json({"source": None, "note": None, "series": [],
+                       "title": "No equity history yet: no fills and no finished backtest."})
+
+
 @bp.route("/")
 def index() -> str:
-    """Overview of accounts, the latest screen run, fills and events."""
+    """Overview of accounts, the equity chart, the latest screen run, fills and events."""
     s = db.session
+    chart, chart_json = equity_chart(s)
     latest = s.scalar(select(ScreenRun).order_by(ScreenRun.id.desc()).limit(1))
     picks = []
     if latest is not None:
@@ -30,7 +118,9 @@ def index() -> str:
         )
     return render_template(
         "overview/index.html",
-        accounts=[serialize.account(a, p) for a, p in accounts_with_positions(s)],
+        accounts=account_summaries(s),
+        equity_chart=chart,
+        equity_json=chart_json,
         latest_run=latest,
         picks=picks,
         fills=s.scalars(select(Fill).order_by(Fill.id.desc()).limit(20)).all(),

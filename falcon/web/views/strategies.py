@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from falcon.db.models import BacktestEquity, BacktestRun, Strategy
+from falcon.db.models import BacktestRun, DataImport, Job, Strategy
 from falcon.errors import ValidationError
-from falcon.web import actions, serialize
+from falcon.web import actions, app_settings, charts, serialize
 from falcon.web.extensions import db
 from falcon.web.security import current_user
+
+# Backtest jobs shown on a strategy's page: its newest among this many (payloads are JSON, which
+# SQLite cannot index, so the filter by strategy runs here over a short list).
+RECENT_JOBS = 50
 
 bp = Blueprint("strategies", __name__, url_prefix="/strategies")
 
@@ -37,7 +43,23 @@ def detail(strategy_id: int) -> str | tuple[str, int]:
         .where(BacktestRun.strategy_id == strategy_id)
         .order_by(BacktestRun.id.desc())
     ).all()
-    return render_template("strategies/detail.html", strategy=strategy, backtests=runs)
+    return render_template(
+        "strategies/detail.html", strategy=strategy, backtests=runs, jobs=_jobs(strategy_id)
+    )
+
+
+def _jobs(strategy_id: int) -> list[dict[str, Any]]:
+    """This strategy's unfinished backtest jobs, and the one named by ``?job=`` (just queued)."""
+    named = request.args.get("job", type=int)
+    recent = db.session.scalars(
+        select(Job).where(Job.kind == "backtest").order_by(Job.id.desc()).limit(RECENT_JOBS)
+    )
+    return [
+        serialize.job(j)
+        for j in recent
+        if (j.payload or {}).get("strategy_id") == strategy_id
+        and (j.id == named or j.status in ("queued", "running"))
+    ]
 
 
 @bp.route("/<id:strategy_id>/backtest", methods=["POST"])
@@ -57,22 +79,64 @@ def start_backtest(strategy_id: int) -> Response:
         return redirect(url_for("strategies.detail", strategy_id=strategy_id))
     db.session.commit()
     flash(f"Backtest queued as job {job.id}.", "info")
-    return redirect(url_for("strategies.detail", strategy_id=strategy_id))
+    # The page follows the named job (status, progress, then a link to its result).
+    return redirect(url_for("strategies.detail", strategy_id=strategy_id, job=job.id))
+
+
+# Bookkeeping the store keeps beside the figures (see falcon.backtest.store): not metrics.
+_NOT_METRICS = frozenset({"kind", "job_id", "config", "trade_extras", "parent_run_id"})
+_MONEY_METRICS = frozenset({"final_equity", "expectancy"})
+
+
+def metric_rows(metrics: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """``(label, text)`` for each scalar figure of a run, formatted by its kind."""
+    rows = []
+    for key, value in (metrics or {}).items():
+        if key in _NOT_METRICS or isinstance(value, dict | list):
+            continue
+        label = key.removesuffix("_pct").replace("_", " ")
+        if value is None:
+            text = "–"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            text = str(value)
+        elif key.endswith("_pct"):
+            label, text = f"{label} (%)", f"{value:,.2f}"
+        elif key in _MONEY_METRICS:
+            text = f"{value:,.2f}"
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.2f}"
+        rows.append((label, text))
+    return rows
 
 
 @bp.route("/backtests/<id:run_id>")
 def backtest(run_id: int) -> str:
-    """One backtest: metrics, trades, the equity curve's data and the fill conventions."""
-    run = db.session.get(BacktestRun, run_id)
+    """One backtest: metrics, equity, drawdown, trades on candles, conventions, and a re-run form.
+
+    ``?ticker=`` picks whose candles to draw (default: the first ticker that traded).
+    """
+    s = db.session
+    run = s.get(BacktestRun, run_id)
     if run is None:
         abort(404, f"no backtest {run_id}")
-    equity = db.session.scalars(
-        select(BacktestEquity).where(BacktestEquity.run_id == run_id).order_by(BacktestEquity.ts)
-    ).all()
+    settings = app_settings()
+    benchmark = charts.benchmark_ticker(settings, s.scalar(select(func.max(DataImport.id))))
+    equity, drawdown = charts.backtest_equity(s, settings, run, benchmark)
+    ticker = charts.chart_ticker(run, request.args.get("ticker"))
+    price = charts.price_chart(settings, run, ticker) if ticker else None
+    tickers = sorted({*(t for t in run.symbols or [] if isinstance(t, str)),
+                      *(t.ticker for t in run.trades)})
     return render_template(
         "strategies/backtest.html",
         run=run,
+        metrics=metric_rows(run.metrics),
+        costs=(run.metrics or {}).get("config") or {},
         detail=serialize.backtest(run, detail=True),
-        # The chart reads this (embedded with |tojson); a vendored chart library draws it later.
-        equity_json=[{"ts": e.ts.isoformat(), "equity": e.equity} for e in equity],
+        equity_chart=equity,
+        drawdown_chart=drawdown,
+        price_chart=price,
+        ticker=ticker,
+        tickers=tickers,
     )

@@ -85,6 +85,33 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class AlertsSettings:
+    """Alert delivery: SMTP, retries, the circuit breaker and the delivery worker.
+
+    Webhook URLs and the SMTP password are secrets (environment only).
+    """
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_from: str = ""
+    smtp_to: str = ""  # comma-separated recipients
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout_s: float = 20.0
+    http_timeout_s: float = 10.0
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 300.0
+    breaker_threshold: int = 5
+    breaker_cooloff_s: float = 60.0
+    claim_lease_s: float = 120.0
+    poll_interval_s: float = 0.25
+    batch_size: int = 50
+    send_concurrency: int = 4
+    rules_refresh_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Logging to stderr (journald on a node)."""
 
@@ -134,6 +161,7 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     trading: TradingSettings = field(default_factory=TradingSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     source_file: Path | None = None
@@ -161,6 +189,7 @@ _SECTIONS: dict[str, type] = {
     "llm": LLMSettings,
     "trading": TradingSettings,
     "web": WebSettings,
+    "alerts": AlertsSettings,
     "log": LogSettings,
 }
 _TOP_LEVEL = {"home", "database_url", "timezone"}
@@ -242,6 +271,14 @@ def _validate(settings: Settings) -> None:
         (settings.trading.commission_per_share >= 0, "trading.commission_per_share: must be >= 0"),
         (0 <= settings.trading.slippage_bps < 1000, "trading.slippage_bps: must be in [0, 1000)"),
         (0 < settings.web.port < 65536, "web.port: must be in 1..65535"),
+        (0 < settings.alerts.smtp_port < 65536, "alerts.smtp_port: must be in 1..65535"),
+        (settings.alerts.max_attempts >= 1, "alerts.max_attempts: must be >= 1"),
+        (
+            0 <= settings.alerts.backoff_base_s <= settings.alerts.backoff_cap_s,
+            "alerts.backoff_base_s: must be >= 0 and <= alerts.backoff_cap_s",
+        ),
+        (settings.alerts.breaker_threshold >= 1, "alerts.breaker_threshold: must be >= 1"),
+        (settings.alerts.claim_lease_s > 0, "alerts.claim_lease_s: must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,0 +1,240 @@
+"""Notification channels: the dashboard, Slack and Discord incoming webhooks, and email (SMTP).
+
+Every channel carries the alert's event id as an idempotency hint, because delivery is at least
+once: in the text (``alert #42``), as ``Idempotency-Key``/``X-Falcon-Event-Id`` headers on
+webhooks, and as the ``Message-ID`` of an email (mail clients fold duplicates with one id).
+
+A failed send raises :class:`DeliveryFailed` with a message that never holds a secret: webhook
+URLs carry their token in the path, so a URL is only ever shown as ``scheme://host``
+(:func:`mask_url`), and :func:`scrub` removes any secret an underlying library put into its error
+text anyway. ``permanent`` failures (a 4xx other than 408/429, a 5xx SMTP reply) are not retried.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from falcon.alerts.settings import AlertSettings
+
+__all__ = [
+    "Channel",
+    "DashboardChannel",
+    "DeliveryFailed",
+    "EmailChannel",
+    "Notification",
+    "WebhookChannel",
+    "build_channels",
+    "mask_url",
+    "scrub",
+]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What a channel sends: one alert."""
+
+    event_id: int
+    message: str
+    created_at: datetime
+    ticker: str | None = None
+    rule_id: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The message with its id, the idempotency hint a person can see."""
+        return f"{self.message} (alert #{self.event_id})"
+
+
+class DeliveryFailed(Exception):
+    """A send failed; ``permanent`` ones are not retried; ``retry_after`` is the server's wish."""
+
+    def __init__(self, message: str, *, permanent: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class Channel(Protocol):
+    """A way out for alerts."""
+
+    name: str
+
+    def send(self, note: Notification) -> None:
+        """Deliver ``note`` or raise :class:`DeliveryFailed`."""
+        ...
+
+
+def mask_url(url: str | None) -> str:
+    """``scheme://host[:port]`` of ``url``: the part of a webhook URL that is not a secret."""
+    if not url:
+        return "<unset>"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    return f"{parts.scheme or '?'}://{host}{port}"
+
+
+def scrub(text: str, secrets: list[str | None]) -> str:
+    """``text`` with every secret (and a webhook URL's path) replaced by a mask."""
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, mask_url(secret) if "://" in secret else "***")
+        path = urlsplit(secret).path if "://" in secret else ""
+        if len(path) > 1:
+            text = text.replace(path, "/***")
+    return text
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class WebhookChannel:
+    """An incoming webhook taking ``{"<key>": text}`` (Slack: ``text``, Discord: ``content``)."""
+
+    def __init__(self, name: str, url: str | None, *, key: str, timeout_s: float,
+                 client: httpx.Client | None = None) -> None:
+        self.name = name
+        self._url = url
+        self._key = key
+        self._timeout = timeout_s
+        # One client per channel keeps the TLS connection to the webhook host alive between sends.
+        self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+
+    def send(self, note: Notification) -> None:
+        """POST the alert; DeliveryFailed on a network error or a non-2xx answer."""
+        if not self._url:
+            raise DeliveryFailed(f"{self.name}: webhook URL is not configured "
+                                 f"(set FALCON_{self.name.upper()}_WEBHOOK_URL)")
+        where = f"{self.name} {mask_url(self._url)}"
+        headers = {"Idempotency-Key": f"falcon-alert-{note.event_id}",
+                   "X-Falcon-Event-Id": str(note.event_id)}
+        try:
+            response = self._client.post(self._url, json={self._key: note.text}, headers=headers)
+        except httpx.TimeoutException:
+            raise DeliveryFailed(f"{where}: timed out after {self._timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            reason = scrub(str(exc) or type(exc).__name__, [self._url])
+            raise DeliveryFailed(f"{where}: {type(exc).__name__}: {reason}") from None
+        code = response.status_code
+        if 200 <= code < 300:
+            return
+        message = f"{where}: HTTP {code}"
+        if code in (408, 429) or code >= 500:
+            raise DeliveryFailed(message, retry_after=_retry_after(response))
+        raise DeliveryFailed(message + " (not retried)", permanent=True)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+
+class EmailChannel:
+    """Email over SMTP with smtplib: STARTTLS, implicit TLS (``ssl``) or plain, and login."""
+
+    name = "email"
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self._s = settings
+
+    def _message(self, note: Notification) -> EmailMessage:
+        msg = EmailMessage()
+        first = note.message.splitlines()[0] if note.message else "alert"
+        msg["Subject"] = f"[Falcon] {first[:120]}"
+        msg["From"] = self._s.smtp_from
+        msg["To"] = ", ".join(self._s.smtp_recipients)
+        msg["Date"] = formatdate(note.created_at.timestamp(), usegmt=True)
+        # The same id on every retry: mail clients show a duplicate once.
+        msg["Message-ID"] = f"<falcon-alert-{note.event_id}@falcon.invalid>"
+        msg["X-Falcon-Event-Id"] = str(note.event_id)
+        msg.set_content(f"{note.text}\n\nsent at {note.created_at.isoformat()} by Falcon\n")
+        return msg
+
+    def send(self, note: Notification) -> None:
+        """Send one email; DeliveryFailed (never with the password) on any SMTP or network error."""
+        s = self._s
+        if not (s.smtp_host and s.smtp_from and s.smtp_recipients):
+            raise DeliveryFailed("email: smtp_host, smtp_from and smtp_to must be configured")
+        where = f"email smtp://{s.smtp_host}:{s.smtp_port}"
+        context = ssl.create_default_context()
+        try:
+            if s.smtp_tls == "ssl":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s, context=context
+                )
+            else:
+                client = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s)
+            with client:
+                client.ehlo()
+                if s.smtp_tls == "starttls":
+                    client.starttls(context=context)
+                    client.ehlo()
+                if s.smtp_user:
+                    client.login(s.smtp_user, s.smtp_password or "")
+                client.send_message(self._message(note))
+        except smtplib.SMTPResponseException as exc:
+            # 5xx is the server saying no for good (bad login, unknown recipient); 4xx: try later.
+            text = exc.smtp_error.decode("utf-8", "replace") if isinstance(
+                exc.smtp_error, bytes) else str(exc.smtp_error)
+            reason = scrub(f"SMTP {exc.smtp_code} {text}".strip(), [s.smtp_password])
+            raise DeliveryFailed(f"{where}: {reason}", permanent=exc.smtp_code >= 500) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryFailed(f"{where}: {exc}", permanent=True) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            reason = scrub(str(exc), [s.smtp_password])
+            raise DeliveryFailed(f"{where}: {kind}: {reason}".rstrip(": ")) from None
+
+
+def build_channels(settings: AlertSettings) -> dict[str, Channel]:
+    """The remote channels, built from ``settings`` (the dashboard needs none: see outbox)."""
+    return {
+        "slack": WebhookChannel("slack", settings.slack_webhook_url, key="text",
+                                timeout_s=settings.http_timeout_s),
+        "discord": WebhookChannel("discord", settings.discord_webhook_url, key="content",
+                                  timeout_s=settings.http_timeout_s),
+        "email": EmailChannel(settings),
+    }
+
+
+class DashboardChannel:
+    """The live dashboard: an ``Event`` row of kind ``alert``.
+
+    :func:`falcon.alerts.outbox.queue_alert` delivers this channel inside the alert's own
+    transaction; this class only serves a dashboard delivery that was left pending (re-queued by
+    hand, or written by another tool).
+    """
+
+    name = "dashboard"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def send(self, note: Notification) -> None:
+        """Insert the Event row."""
+        from falcon.db.models import Event
+
+        payload = {"event_id": note.event_id, "rule_id": note.rule_id, "ticker": note.ticker,
+                   "message": note.message, "created_at": note.created_at.isoformat()}
+        with Session(self._engine) as session, session.begin():
+            session.add(Event(kind="alert", payload=payload))

@@ -1,0 +1,116 @@
+"""The alert settings, read defensively from :class:`~falcon.config.Settings`.
+
+``falcon.config`` has no ``[alerts]`` section yet. Until it does,
+:meth:`AlertSettings.from_settings` takes every field from ``settings.alerts`` when that section
+exists and has the field, and the default below otherwise, so that adding the section later
+changes nothing here. Secrets (webhook URLs, the SMTP password) come from ``settings.secrets``
+only and are never shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+CHANNELS = ("dashboard", "slack", "discord", "email")
+#: Channels that leave the process and go through the outbox worker.
+REMOTE_CHANNELS = ("slack", "discord", "email")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one channel retries: exponential backoff with jitter, capped, then dead-letter."""
+
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.backoff_base_s < 0 or self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("need 0 <= backoff_base_s <= backoff_cap_s")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Everything the alert engine, channels and the delivery worker need."""
+
+    # Email (smtplib). smtp_to is a comma-separated list of recipients.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_from: str = ""
+    smtp_to: str = ""
+    smtp_tls: str = "starttls"  # starttls | ssl | none
+    smtp_timeout_s: float = 20.0
+    http_timeout_s: float = 10.0
+    # Retries (defaults for every channel; see ``retry``) and the per-channel circuit breaker.
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 300.0
+    breaker_threshold: int = 5
+    breaker_cooloff_s: float = 60.0
+    # The delivery worker.
+    claim_lease_s: float = 120.0
+    poll_interval_s: float = 0.25
+    batch_size: int = 50
+    send_concurrency: int = 4
+    # The engine: how often it looks for added/removed rules.
+    rules_refresh_s: float = 10.0
+    retry: dict[str, RetryPolicy] = field(default_factory=dict)
+    # Secrets: never printed.
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    discord_webhook_url: str | None = field(default=None, repr=False)
+    smtp_password: str | None = field(default=None, repr=False)
+
+    def policy(self, channel: str) -> RetryPolicy:
+        """The retry policy of ``channel`` (its override, else the defaults)."""
+        found = self.retry.get(channel)
+        if found is not None:
+            return found
+        return RetryPolicy(self.max_attempts, self.backoff_base_s, self.backoff_cap_s)
+
+    @property
+    def smtp_recipients(self) -> list[str]:
+        """``smtp_to`` split on commas."""
+        return [a.strip() for a in self.smtp_to.split(",") if a.strip()]
+
+    def configured(self, channel: str) -> bool:
+        """True when ``channel`` has what it needs to send."""
+        if channel == "dashboard":
+            return True
+        if channel == "slack":
+            return bool(self.slack_webhook_url)
+        if channel == "discord":
+            return bool(self.discord_webhook_url)
+        if channel == "email":
+            return bool(self.smtp_host and self.smtp_from and self.smtp_recipients)
+        return False
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> AlertSettings:
+        """Build from Falcon's settings (``settings.alerts`` if present), then ``overrides``."""
+        section = getattr(settings, "alerts", None)
+        secrets = getattr(settings, "secrets", None)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("retry", "slack_webhook_url", "discord_webhook_url", "smtp_password"):
+                continue
+            if section is not None and hasattr(section, f.name):
+                values[f.name] = getattr(section, f.name)
+        for name in ("slack_webhook_url", "discord_webhook_url", "smtp_password"):
+            values[name] = getattr(secrets, name, None) if secrets is not None else None
+        values.update({k: v for k, v in overrides.items() if k != "retry"})
+        base = cls(**values)
+        retry: dict[str, RetryPolicy] = {}
+        for channel in REMOTE_CHANNELS:
+            # Per-channel overrides: alerts.slack_max_attempts, alerts.email_backoff_cap_s ...
+            retry[channel] = RetryPolicy(
+                int(getattr(section, f"{channel}_max_attempts", base.max_attempts)),
+                float(getattr(section, f"{channel}_backoff_base_s", base.backoff_base_s)),
+                float(getattr(section, f"{channel}_backoff_cap_s", base.backoff_cap_s)),
+            )
+        retry.update(overrides.get("retry", {}))
+        return dataclasses.replace(base, retry=retry)

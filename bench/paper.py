@@ -1,0 +1,179 @@
+"""Benchmark: one trading day of minute bars for 500 tickers through the paper trader.
+
+Synthetic random-walk bars (seeded), three minute strategies active (SMA cross, RSI reversion,
+Bollinger reversion, all long-only with brackets where the spec has them). The bars of one minute
+arrive together and are committed as one transaction (a *batch*); a bar's latency is the time
+from its batch's arrival to that batch's commit, so every bar of a batch has the same latency.
+
+Peer, in the same run: the vectorised backtester over the same bars and strategies (what a
+whole-day decision costs when nothing has to be decided bar by bar, persisted or crash-safe).
+
+Usage::
+
+    .venv/bin/python bench/paper.py                    # SQLite, and PostgreSQL if it can start one
+    .venv/bin/python bench/paper.py --db sqlite --tickers 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from falcon import calendar  # noqa: E402
+from falcon.backtest.engine import run_backtest  # noqa: E402
+from falcon.backtest.results import BacktestConfig  # noqa: E402
+from falcon.db.engine import make_engine, session_factory, transaction  # noqa: E402
+from falcon.db.migrate import upgrade  # noqa: E402
+from falcon.domain.market import Bar  # noqa: E402
+from falcon.paper.decisions import DecisionLog  # noqa: E402
+from falcon.paper.limits import RiskLimits  # noqa: E402
+from falcon.paper.persist import create_account  # noqa: E402
+from falcon.paper.signals import StrategySlot  # noqa: E402
+from falcon.paper.trader import Trader  # noqa: E402
+from falcon.strategy import builtin_document, compile_signals, load_spec  # noqa: E402
+
+DAY = date(2024, 3, 4)
+STRATEGIES = {"sma_cross": {"fast": 5, "slow": 20}, "rsi_reversion": {},
+              "bollinger_reversion": {}}
+
+
+def synthetic_bars(n_tickers: int, n_minutes: int, seed: int = 7) -> list[list[Bar]]:
+    """One batch of bars per minute, random walks from 20..200."""
+    rng = np.random.default_rng(seed)
+    open_, _ = calendar.session_open_close(DAY)
+    start = rng.uniform(20, 200, n_tickers)
+    steps = rng.standard_normal((n_minutes, n_tickers)) * 0.002
+    close = start * np.exp(np.cumsum(steps, axis=0))
+    prev = np.vstack([start, close[:-1]])
+    high = np.maximum(prev, close) * (1 + rng.uniform(0, 0.001, close.shape))
+    low = np.minimum(prev, close) * (1 - rng.uniform(0, 0.001, close.shape))
+    names = [f"T{i:03d}" for i in range(n_tickers)]
+    batches = []
+    for m in range(n_minutes):
+        ts = open_ + timedelta(minutes=m)
+        batches.append([
+            Bar(ticker=names[i], ts=ts, open=float(prev[m, i]), high=float(high[m, i]),
+                low=float(low[m, i]), close=float(close[m, i]), volume=1000.0)
+            for i in range(n_tickers)
+        ])
+    return batches
+
+
+def slots() -> list[StrategySlot]:
+    out = []
+    for name, params in STRATEGIES.items():
+        doc = builtin_document(name)
+        doc["timeframe"] = "minute"
+        doc["max_positions"] = 200
+        doc["sizing"] = {"kind": "fraction", "value": 0.01}
+        out.append(StrategySlot(name=name, spec=load_spec(doc, params or None), margin=10))
+    return out
+
+
+def run_paper(url: str, batches: list[list[Bar]]) -> dict[str, Any]:
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with transaction(sessions) as s:
+        create_account(s, "bench", 1_000_000.0)
+    limits = RiskLimits(max_open_positions=1000, max_position_pct=0.05, max_sector_pct=1.0,
+                        max_strategy_pct=1.0, daily_loss_pct=1.0, max_drawdown_pct=1.0)
+    trader = Trader(sessions, account="bench", slots=slots(), kind="minute", limits=limits,
+                    picks=False, log_sink=DecisionLog(None))
+    latencies: list[float] = []
+    events = 0
+    t0 = time.perf_counter()
+    for batch in batches:
+        arrived = time.perf_counter()
+        result = trader.process(batch)
+        committed = time.perf_counter()
+        latencies += [committed - arrived] * len(batch)
+        events += len(result.events)
+    total = time.perf_counter() - t0
+    engine.dispose()
+    bars = sum(len(b) for b in batches)
+    lat = np.array(latencies) * 1000
+    return {"bars": bars, "seconds": total, "bars_per_s": bars / total,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "per_bar_us": total / bars * 1e6, "order_events": events,
+            "decisions": trader.log.count}
+
+
+def run_peer(batches: list[list[Bar]]) -> float:
+    rows = [(b.ticker, b.ts, b.open, b.high, b.low, b.close, b.volume)
+            for batch in batches for b in batch]
+    frame = pl.DataFrame(rows, schema=["ticker", "ts", "open", "high", "low", "close", "volume"],
+                         orient="row").sort("ticker", "ts")
+    t0 = time.perf_counter()
+    for slot in slots():
+        run_backtest(compile_signals(slot.spec, frame), risk=slot.spec.risk,
+                     config=BacktestConfig(cash=1_000_000.0))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickers", type=int, default=500)
+    parser.add_argument("--minutes", type=int, default=390)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    print(f"generating {args.tickers} tickers x {args.minutes} minutes ...", flush=True)
+    batches = synthetic_bars(args.tickers, args.minutes)
+    calendar.is_open(datetime(2024, 3, 4, 15, tzinfo=UTC))  # load the calendar outside the clock
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.db in ("sqlite", "both"):
+            results["sqlite"] = run_paper(f"sqlite:///{tmp}/bench.db", batches)
+            print(f"sqlite: {results['sqlite']}", flush=True)
+        if args.db in ("postgres", "both"):
+            try:
+                sys.path.insert(0, str(ROOT / "tests"))
+                from pgserver import PostgresServer
+
+                server = PostgresServer().start()
+            except Exception as exc:  # no server binaries: report and go on
+                print(f"postgresql: not measured ({exc})")
+            else:
+                try:
+                    from sqlalchemy import create_engine, text
+
+                    admin = create_engine(server.url().replace("postgresql://",
+                                                               "postgresql+psycopg://"),
+                                          isolation_level="AUTOCOMMIT")
+                    with admin.connect() as conn:
+                        conn.execute(text("CREATE DATABASE bench"))
+                    admin.dispose()
+                    results["postgres"] = run_paper(server.url("bench"), batches)
+                    print(f"postgres: {results['postgres']}", flush=True)
+                finally:
+                    server.stop()
+    peer = run_peer(batches)
+    print(f"\npaper trader, one day of minute bars ({args.tickers} tickers, "
+          f"{len(STRATEGIES)} strategies; latency = batch arrival -> commit)")
+    print(f"{'db':<10}{'bars':>8}{'total s':>10}{'bars/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'us/bar':>9}{'events':>8}")
+    for db, r in results.items():
+        print(f"{db:<10}{r['bars']:>8}{r['seconds']:>10.2f}{r['bars_per_s']:>10.0f}"
+              f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['per_bar_us']:>9.1f}"
+              f"{r['order_events']:>8}")
+    print(f"peer: vectorised backtester, same bars and strategies: {peer:.2f} s "
+          f"(no persistence, no bar-by-bar decisions)")
+    for db, r in results.items():
+        print(f"ratio {db} / peer: {r['seconds'] / peer:.1f}x;  goals: p99 < 5 ms "
+              f"({'met' if r['p99_ms'] < 5 else 'not met'}), day < 30 s "
+              f"({'met' if r['seconds'] < 30 else 'not met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""Turning decisions into orders: pending entries, their sizing at the next open, and exits.
+
+Also the trader's structured log: one JSON object per line on stdout per decision (journald keeps
+stdout of a unit), with the bar time, the account and what was decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+from sqlalchemy.orm import Session
+
+from falcon import audit
+from falcon.domain.events import (
+    CancelReason,
+    OrderCanceled,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    RejectReason,
+)
+from falcon.domain.market import Bar
+from falcon.domain.orders import Order, OrderType, Side, TimeInForce
+from falcon.domain.rules import Level, Sizing, SizingKind, StopKind
+from falcon.execution.book import bracket
+from falcon.execution.sizing import entry_quantity
+from falcon.paper import persist
+from falcon.paper.limits import RiskView, cap_entry
+from falcon.paper.persist import ACTOR
+from falcon.paper.signals import Signal, StrategySlot
+
+if TYPE_CHECKING:
+    from falcon.paper.trader import BatchResult, Trader
+
+__all__ = ["DecisionLog", "Entries", "client_order_id"]
+
+
+def client_order_id(account: str, strategy: str, ticker: str, ts: datetime, purpose: str) -> str:
+    """The idempotency key of a decision: account, strategy, ticker, signal bar and purpose."""
+    if len(strategy) > 40:
+        strategy = hashlib.sha256(strategy.encode()).hexdigest()[:16]
+    return f"{account[:40]}:{strategy}:{ticker}:{ts:%Y%m%dT%H%M}:{purpose}"
+
+
+class DecisionLog:
+    """One JSON line per decision; ``stream=None`` keeps them quiet (benchmarks, tests)."""
+
+    def __init__(self, stream: TextIO | None = sys.stdout) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def decision(self, account: str, what: str, *, ts: datetime, **fields: Any) -> None:
+        """Log one decision about ``account`` at bar time ``ts``."""
+        self.count += 1
+        if self.stream is None:
+            return
+        line = {"event": what, "account": account, "bar_ts": ts.isoformat(), **fields}
+        self.stream.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
+        self.stream.flush()
+
+    def order_event(self, account: str, event: OrderEvent) -> None:
+        """Log an order event (submitted, filled, canceled, rejected)."""
+        order = event.order
+        base = {"order": order.id, "ticker": order.ticker, "side": order.side.value,
+                "type": order.type.value, "qty": order.qty}
+        if isinstance(event, OrderFilled):
+            self.decision(account, "order_filled", ts=event.ts, price=event.fill.price,
+                          fee=event.fill.fee, **{**base, "qty": event.fill.qty})
+        elif isinstance(event, OrderRejected):
+            self.decision(account, "order_rejected", ts=event.ts, reason=event.reason.value,
+                          detail=event.detail, **base)
+        elif isinstance(event, OrderCanceled):
+            self.decision(account, "order_canceled", ts=event.ts, reason=event.reason.value,
+                          **base)
+        else:
+            self.decision(account, "order_submitted", ts=event.ts, **base)
+
+
+def _distance(level: Level, price: float, atr: float | None) -> float | None:
+    if level.kind is StopKind.PERCENT:
+        return price * level.value
+    return level.value * atr if atr is not None and atr > 0 else None
+
+
+@dataclass
+class _Plan:
+    """How an entry is sized and protected."""
+
+    sizing: Sizing
+    stop: float | None = None
+    target: float | None = None
+    trail_percent: float | None = None
+    trail_amount: float | None = None
+
+
+class Entries:
+    """The entry and exit side of :class:`~falcon.paper.trader.Trader` (it owns the state)."""
+
+    def __init__(self, trader: Trader) -> None:
+        self.t = trader
+        self._worked: set[str] = set()
+
+    def worked(self, ticker: str) -> bool:
+        """True when this batch's bar of ``ticker`` already went through the book."""
+        return ticker in self._worked
+
+    # --- decisions after a bar ----------------------------------------------------------------
+
+    def pending(
+        self, s: Session, slot: StrategySlot, ticker: str, side: Side, sig: Signal, ts: datetime,
+        result: BatchResult,
+    ) -> None:
+        """Record a strategy's entry, to be sized and submitted at the next open."""
+        state = self.t.state
+        purpose = "entry" if side is Side.BUY else "short"
+        cid = client_order_id(state.name, slot.name, ticker, ts, purpose)
+        if cid in state.order_ids:
+            return
+        meta = {"strategy": slot.name, "purpose": "entry", "atr": sig.atr}
+        persist.insert_pending(s, state, cid, ticker=ticker, side=side, strategy=slot.name,
+                               meta=meta)
+        result.decisions += 1
+        self.t.log.decision(state.name, "entry_signal", ts=ts, ticker=ticker, side=side.value,
+                            strategy=slot.name, order=cid)
+
+    def exit(
+        self, s: Session, strategy: str, ticker: str, held: int, ts: datetime, why: str,
+        result: BatchResult,
+    ) -> None:
+        """Submit a market order closing ``held`` shares at the next open."""
+        state = self.t.state
+        cid = client_order_id(state.name, strategy, ticker, ts, "exit")
+        if cid in state.order_ids:
+            return
+        order = Order(id=cid, ticker=ticker, side=Side.SELL if held > 0 else Side.BUY,
+                      qty=abs(held), tif=TimeInForce.GTC)
+        state.meta[cid] = {"strategy": strategy, "purpose": "exit", "why": why}
+        result.decisions += 1
+        self.t.log.decision(state.name, "exit_signal", ts=ts, ticker=ticker, strategy=strategy,
+                            why=why, order=cid)
+        self.t._record(s, state.book.submit(order, ts), result)
+
+    def picks(self, s: Session, bars: list[Bar], result: BatchResult) -> None:
+        """Screener picks whose bar closed inside their entry range become pending entries."""
+        t = self.t
+        state = t.state
+        if not t.picks.by_ticker or state.halted or t.daily_stopped:
+            return
+        for bar in bars:
+            pick = t.picks.wants(bar)
+            if pick is None or state.ledger.qty(bar.ticker) != 0 or t._busy(bar.ticker):
+                continue
+            strategy = f"screener:{pick.profile}"
+            cid = f"{state.name[:40]}:pick{pick.id}:{pick.ticker}:entry"
+            if cid in state.order_ids:
+                continue
+            meta = {"strategy": strategy, "purpose": "entry", "pick": pick.id,
+                    "stop": pick.stop, "target": pick.target}
+            persist.insert_pending(s, state, cid, ticker=bar.ticker, side=Side.BUY,
+                                   strategy=strategy, meta=meta)
+            result.decisions += 1
+            t.log.decision(state.name, "pick_entry", ts=bar.ts, ticker=bar.ticker,
+                           strategy=strategy, order=cid, close=bar.close,
+                           range=[pick.entry_low, pick.entry_high])
+
+    # --- release at the next open ------------------------------------------------------------
+
+    def release(
+        self, s: Session, bars: dict[str, Bar], marks: dict[str, float], result: BatchResult
+    ) -> None:
+        """Size, check and submit the pending orders whose ticker has a bar in this batch."""
+        state = self.t.state
+        self._worked = set()
+        self._opened: dict[str, int] = {}
+        due = sorted(
+            (cid for cid, row in state.pending.items() if row.ticker in bars),
+            key=lambda c: (state.pending[c].ticker, c),
+        )
+        for cid in due:
+            row = state.pending[cid]
+            bar = bars[row.ticker]
+            meta = state.meta.get(cid, {})
+            purpose = meta.get("purpose")
+            if purpose == "flatten":
+                self._flatten(s, cid, bar, result)
+            else:
+                self._entry(s, cid, bar, marks, result)
+
+    def _submit(self, s: Session, orders: tuple[Order, ...], bar: Bar, result: BatchResult) -> None:
+        book = self.t.state.book
+        self.t._record(s, book.submit(orders, bar.ts), result)
+        self.t._record(s, book.on_bar(bar), result)
+        self._worked.add(bar.ticker)
+
+    def _flatten(self, s: Session, cid: str, bar: Bar, result: BatchResult) -> None:
+        state = self.t.state
+        row = state.pending[cid]
+        held = state.ledger.qty(bar.ticker)
+        side = Side(row.side)
+        if held == 0 or (held > 0) != (side is Side.SELL):
+            order = persist.domain_from_row(row, state.meta[cid], qty=max(int(row.qty), 1))
+            self.t._record(s, [OrderCanceled(order=order, ts=bar.ts,
+                                             reason=CancelReason.POSITION_CLOSED)], result)
+            return
+        qty = min(abs(held), int(row.qty) or abs(held))
+        self._submit(s, (persist.domain_from_row(row, state.meta[cid], qty=qty),), bar, result)
+
+    def _entry(
+        self, s: Session, cid: str, bar: Bar, marks: dict[str, float], result: BatchResult
+    ) -> None:
+        t = self.t
+        state, limits, costs = t.state, t.limits, t.state.book.costs
+        row = state.pending[cid]
+        meta = state.meta.get(cid, {})
+        side = Side(row.side)
+        long = side is Side.BUY
+        ticker = bar.ticker
+        manual = meta.get("source") == "manual"
+        stub = persist.domain_from_row(row, meta, qty=max(int(row.qty), 1))
+        held = state.ledger.qty(ticker)
+        opening = held == 0 or (held > 0) == long
+        if opening and state.halted:
+            t.reject(s, stub, bar.ts, RejectReason.HALTED, state.halt_reason or "halted", result)
+            return
+        if opening and t.daily_stopped:
+            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, "daily loss limit reached", result)
+            return
+        if not manual and held != 0:
+            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, "one position per ticker", result)
+            return
+        strategy = meta.get("strategy") if isinstance(meta.get("strategy"), str) else None
+        slot = next((sl for sl in t.slots if sl.name == strategy), None)
+        if slot is not None:
+            owned = sum(1 for o in state.strategy_of.values() if o == strategy)
+            owned += self._opened.get(slot.name, 0)
+            if owned >= slot.spec.risk.max_positions:
+                t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
+                         f"strategy max_positions {slot.spec.risk.max_positions}", result)
+                return
+        price = float(costs.slipped(bar.open, buy=long))
+        if manual:
+            plan: _Plan | None = _Plan(Sizing(kind=SizingKind.SHARES, value=float(row.qty)))
+        elif slot is not None:
+            plan = self._strategy_plan(slot, price, long, meta)
+        elif meta.get("pick") is not None:
+            plan = self._pick_plan(price, meta)
+        else:
+            self.t._record(s, [OrderCanceled(order=stub, ts=bar.ts, reason=CancelReason.USER)],
+                           result)
+            return
+        if plan is None:
+            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
+                     "no stop distance to size on (no ATR yet, or open beyond the stop)", result)
+            return
+        equity = t.equity_at(marks)
+        stop_d = None if plan.stop is None else abs(price - plan.stop)
+        try:
+            qty = entry_quantity(plan.sizing, price=price,
+                                 buying_power=state.ledger.buying_power(), equity=equity,
+                                 costs=costs, stop_distance=stop_d)
+        except ValueError as exc:
+            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, str(exc), result)
+            return
+        if qty < 1 or (manual and qty < int(row.qty)):
+            t.reject(s, stub, bar.ts, RejectReason.INSUFFICIENT_CASH,
+                     f"cash {state.ledger.cash:.2f} at {price:.4f}", result)
+            return
+        if opening:
+            view = self._view(ticker, strategy, equity, marks)
+            check = cap_entry(qty, price, view, limits)
+            if check.refused or (manual and check.qty < qty):
+                t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
+                         f"{check.limit}: {check.detail}", result)
+                audit.append(s, ACTOR, "risk.rejected", cid[:200],
+                             {"limit": check.limit, "detail": check.detail, "wanted": qty})
+                return
+            if check.qty < qty:
+                audit.append(s, ACTOR, "risk.capped", cid[:200],
+                             {"limit": check.limit, "detail": check.detail, "wanted": qty,
+                              "allowed": check.qty})
+                t.log.decision(state.name, "risk_capped", ts=bar.ts, ticker=ticker,
+                               limit=check.limit, wanted=qty, allowed=check.qty)
+                qty = check.qty
+        entry = persist.domain_from_row(row, meta, qty=qty)
+        orders = (entry,) if manual else _legs(entry, price, long, plan)
+        if slot is not None:
+            self._opened[slot.name] = self._opened.get(slot.name, 0) + 1
+        self._submit(s, orders, bar, result)
+
+    def _strategy_plan(
+        self, slot: StrategySlot, price: float, long: bool, meta: dict[str, Any]
+    ) -> _Plan | None:
+        risk = slot.spec.risk
+        atr = meta.get("atr")
+        atr_v = float(atr) if isinstance(atr, int | float) else None
+        sign = 1.0 if long else -1.0
+        plan = _Plan(risk.sizing)
+        if risk.stop_loss is not None:
+            d = _distance(risk.stop_loss, price, atr_v)
+            if d is None:
+                return None
+            plan.stop = price - sign * d
+        if risk.take_profit is not None:
+            d = _distance(risk.take_profit, price, atr_v)
+            if d is None:
+                return None
+            plan.target = price + sign * d
+        trail = risk.trailing_stop
+        if trail is not None:
+            if trail.kind is StopKind.PERCENT:
+                plan.trail_percent = trail.value
+            else:
+                d = _distance(trail, price, atr_v)
+                if d is None:
+                    return None
+                plan.trail_amount = d
+        return plan
+
+    def _pick_plan(self, price: float, meta: dict[str, Any]) -> _Plan | None:
+        limits = self.t.limits
+        stop = meta.get("stop")
+        target = meta.get("target")
+        plan = _Plan(Sizing(kind=SizingKind.FRACTION, value=limits.max_position_pct))
+        if isinstance(stop, int | float):
+            if stop >= price:
+                return None
+            plan = _Plan(Sizing(kind=SizingKind.RISK, value=limits.pick_risk_pct), stop=stop)
+        if isinstance(target, int | float) and target > price:
+            plan.target = float(target)
+        return plan
+
+    def _view(
+        self, ticker: str, strategy: str | None, equity: float, marks: dict[str, float]
+    ) -> RiskView:
+        t = self.t
+        state = t.state
+        sector = t.sectors.get(ticker) or "unknown"
+        sector_x = strategy_x = 0.0
+        own = state.ledger.marks
+        for tk, pos in state.ledger.positions.items():
+            value = abs(pos.qty) * marks.get(tk, own.get(tk, pos.avg_cost))
+            if (t.sectors.get(tk) or "unknown") == sector:
+                sector_x += value
+            if strategy is not None and state.strategy_of.get(tk) == strategy:
+                strategy_x += value
+        entries = sum(1 for o in state.book.open_orders if not o.is_exit_leg
+                      and (state.meta.get(o.id) or {}).get("purpose") == "entry")
+        return RiskView(equity=equity, open_positions=len(state.ledger.positions) + entries,
+                        sector_exposure=sector_x, strategy_exposure=strategy_x)
+
+
+def _legs(entry: Order, price: float, long: bool, plan: _Plan) -> tuple[Order, ...]:
+    """The entry with its stop loss / trailing stop and take profit (one OCO group)."""
+    if plan.trail_amount is None:
+        return bracket(entry, stop_loss=plan.stop, take_profit=plan.target,
+                       trail_percent=plan.trail_percent)
+    legs = list(bracket(entry, take_profit=plan.target))
+    legs.insert(1, Order(
+        id=f"{entry.id}:sl", ticker=entry.ticker, side=entry.side.opposite, qty=entry.qty,
+        type=OrderType.TRAILING_STOP, stop_price=plan.stop, trail_amount=plan.trail_amount,
+        parent_id=entry.id, oco_group=f"{entry.id}:oco" if plan.target else None,
+        tag="stop_loss",
+    ))
+    return tuple(legs)

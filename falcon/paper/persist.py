@@ -1,0 +1,495 @@
+"""The persistent paper account: rows written per order event, and the state rebuilt from them.
+
+What one event writes, in the caller's transaction (so an event and its rows commit together):
+
+* ``OrderSubmitted``: the ``orders`` row (status ``open``), or the pending row becomes ``open``;
+* ``OrderFilled``: the order ``filled``; a ``fills`` row (``idempotency_key`` = the order's
+  ``client_order_id`` + ``:fill``: an order fills once, whole); the ``positions`` row; and one
+  double-entry transaction in ``ledger_entries`` (see :func:`fill_legs`);
+* ``OrderCanceled`` / ``OrderRejected``: the order ``canceled`` / ``rejected`` with the reason;
+* each of them: an ``audit_log`` entry and an ``events`` row (kind ``order`` or ``fill``).
+
+Ledger books and signs (debits positive, each transaction sums to exactly zero)::
+
+    deposit    cash +S                       equity -S
+    buy        position:T +cost  fees +fee   cash -(cost + fee)
+    sell       position:T -basis  fees +fee  realized_pnl -(proceeds - basis)
+               cash +(proceeds - fee)
+
+``position:T`` always holds ``qty * avg_cost`` (in micro-dollars), so it returns to zero when the
+position closes; ``realized_pnl`` is a credit book (a profit is negative), as is ``equity``.
+Amounts are rounded to micro-dollars (the ``Money`` column's unit); the cash leg takes the
+rounding so that every transaction balances exactly and ``paper_accounts.cash`` is the sum of the
+``cash`` book. Fees are rounded to micro-dollars *before* the in-memory ledger books them
+(:class:`MicroCosts`), so replaying the stored fills rebuilds the very same ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from falcon import audit
+from falcon.db.models import Event, Fill, LedgerEntry, Order, PaperAccount, Position
+from falcon.domain.events import (
+    OrderCanceled,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+)
+from falcon.domain.orders import Order as DomainOrder
+from falcon.domain.orders import OrderType, Side, TimeInForce
+from falcon.errors import NotFound, ValidationError
+from falcon.execution.book import OrderBook
+from falcon.execution.fills import CostModel
+from falcon.execution.ledger import Ledger
+
+__all__ = [
+    "ACTOR",
+    "AccountState",
+    "MicroCosts",
+    "create_account",
+    "domain_from_row",
+    "fill_legs",
+    "find_account",
+    "insert_order",
+    "insert_pending",
+    "money",
+    "record_events",
+    "sync_live_orders",
+    "txn_id_for",
+]
+
+ACTOR = "trader"
+MICRO = Decimal("0.000001")
+ZERO = Decimal(0)
+
+
+def money(value: float | Decimal) -> Decimal:
+    """``value`` rounded to micro-dollars, the unit of the ``Money`` column."""
+    return Decimal(value).quantize(MICRO, rounding=ROUND_HALF_EVEN)
+
+
+class MicroCosts(CostModel):
+    """The shared cost model, with each fee rounded to micro-dollars as the database stores it."""
+
+    __slots__ = ()
+
+    def fee(self, qty: int, price: float) -> float:
+        """The commission of :class:`CostModel`, rounded to 6 decimals."""
+        return round(CostModel.fee(self, qty, price), 6)
+
+    @classmethod
+    def of(cls, costs: CostModel) -> MicroCosts:
+        """The same costs, rounding fees."""
+        return cls(
+            commission=costs.commission,
+            commission_per_share=costs.commission_per_share,
+            slippage_bps=costs.slippage_bps,
+        )
+
+
+def txn_id_for(key: str) -> str:
+    """A deterministic ledger transaction id (<= 64 chars) for an idempotency key."""
+    return "txn:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+@dataclass
+class AccountState:
+    """One account as the trader holds it in memory between bars; rebuilt by :func:`load_state`."""
+
+    account_id: int
+    name: str
+    long_only: bool
+    ledger: Ledger
+    book: OrderBook
+    shadow: Ledger  # the same fills applied one event at a time: per-fill positions for the rows
+    cash: Decimal  # sum of the cash book (the ledger's float cash, to the micro-dollar)
+    order_ids: dict[str, int] = field(default_factory=dict)  # client_order_id -> orders.id
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # client id -> reason JSON
+    pending: dict[str, Order] = field(default_factory=dict)  # entries sized at the next open
+    basis: dict[str, Decimal] = field(default_factory=dict)  # balance of position:T
+    strategy_of: dict[str, str | None] = field(default_factory=dict)  # ticker -> owner
+    entry_ts: dict[str, datetime] = field(default_factory=dict)  # ticker -> position opened
+    persisted: dict[str, tuple[str, float | None, float | None]] = field(default_factory=dict)
+    halted: bool = False
+    halt_reason: str | None = None
+    peak_equity: Decimal | None = None
+    last_bar_ts: datetime | None = None
+
+
+def find_account(session: Session, name: str) -> PaperAccount:
+    """The account called ``name`` (NotFound otherwise)."""
+    account = session.scalar(select(PaperAccount).where(PaperAccount.name == name))
+    if account is None:
+        raise NotFound(f"no paper account {name!r} (create it: falcon paper account create)")
+    return account
+
+
+def create_account(
+    session: Session, name: str, cash: float, *, long_only: bool = True, actor: str = "cli"
+) -> PaperAccount:
+    """A new account with ``cash`` deposited (ledger: cash / equity), audited."""
+    if not name or len(name) > 64:
+        raise ValidationError("account name must be 1 to 64 characters")
+    if not cash > 0:
+        raise ValidationError("starting cash must be > 0")
+    if session.scalar(select(PaperAccount.id).where(PaperAccount.name == name)) is not None:
+        raise ValidationError(f"paper account {name!r} already exists")
+    amount = money(cash)
+    account = PaperAccount(
+        name=name,
+        starting_cash=amount,
+        cash=amount,
+        long_only=long_only,
+        halted=False,
+        peak_equity=amount,
+    )
+    session.add(account)
+    session.flush()
+    txn = txn_id_for(f"deposit:{name}")
+    session.add_all(
+        [
+            LedgerEntry(account_id=account.id, txn_id=txn, book="cash", amount=amount,
+                        memo=f"deposit:{name}"),
+            LedgerEntry(account_id=account.id, txn_id=txn, book="equity", amount=-amount,
+                        memo=f"deposit:{name}"),
+        ]
+    )
+    audit.append(session, actor, "paper.account_created", f"account:{name}",
+                 {"cash": str(amount), "long_only": long_only})
+    return account
+
+
+def fill_legs(
+    ticker: str, basis_before: Decimal, basis_after: Decimal, fee: float, realized: float
+) -> list[tuple[str, Decimal]]:
+    """The balanced legs of one fill: position at cost, fees, realized P&L, and cash."""
+    legs: list[tuple[str, Decimal]] = []
+    if basis_after != basis_before:
+        legs.append((f"position:{ticker}", basis_after - basis_before))
+    if fee:
+        legs.append(("fees", money(fee)))
+    if realized:
+        legs.append(("realized_pnl", -money(realized)))
+    legs.append(("cash", -sum((amount for _, amount in legs), ZERO)))
+    return legs
+
+
+def _basis(ledger: Ledger, ticker: str) -> Decimal:
+    pos = ledger.positions.get(ticker)
+    return ZERO if pos is None else money(pos.qty * pos.avg_cost)
+
+
+def _meta_text(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"))
+
+
+def _domain_order(
+    row: Order, parent: str | None, meta: dict[str, Any], qty: int | None = None
+) -> DomainOrder:
+    kind = OrderType(row.type)
+    return DomainOrder(
+        id=row.client_order_id,
+        ticker=row.ticker,
+        side=Side(row.side),
+        qty=int(row.qty) if qty is None else qty,
+        type=kind,
+        limit_price=row.limit_price,
+        stop_price=row.stop_price,
+        trail_percent=row.trail_pct,
+        trail_amount=meta.get("trail_amount") if kind is OrderType.TRAILING_STOP else None,
+        tif=TimeInForce(row.time_in_force),
+        parent_id=parent,
+        oco_group=row.oco_group,
+        tag=meta.get("tag"),
+    )
+
+
+def _parse_meta(text: str | None) -> dict[str, Any]:
+    if not text or not text.startswith("{"):
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --- writing events ----------------------------------------------------------------------------
+
+
+def _event_payload(state: AccountState, order: DomainOrder, **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "account_id": state.account_id,
+        "account": state.name,
+        "client_order_id": order.id,
+        "ticker": order.ticker,
+        "side": order.side.value,
+        "type": order.type.value,
+        "qty": order.qty,
+    }
+    payload.update(extra)
+    return payload
+
+
+def insert_order(
+    session: Session,
+    state: AccountState,
+    order: DomainOrder,
+    *,
+    status: str,
+    strategy: str | None,
+    meta: dict[str, Any],
+    reject_reason: str | None = None,
+) -> int:
+    """Insert an ``orders`` row for ``order``; its id."""
+    parent = state.order_ids.get(order.parent_id) if order.parent_id else None
+    if order.trail_amount is not None:
+        meta = {**meta, "trail_amount": order.trail_amount}
+    if order.tag:
+        meta = {**meta, "tag": order.tag}
+    row = Order(
+        account_id=state.account_id,
+        client_order_id=order.id,
+        ticker=order.ticker,
+        side=order.side.value,
+        type=order.type.value,
+        qty=order.qty,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        trail_pct=order.trail_percent,
+        time_in_force=order.tif.value,
+        status=status,
+        parent_id=parent,
+        oco_group=order.oco_group,
+        strategy=strategy,
+        reason=_meta_text(meta),
+        reject_reason=reject_reason,
+        filled_qty=0,
+    )
+    session.add(row)
+    session.flush()
+    state.order_ids[order.id] = row.id
+    state.meta[order.id] = meta
+    return row.id
+
+
+def record_events(
+    session: Session,
+    state: AccountState,
+    events: list[OrderEvent],
+    *,
+    strategy: str | None = None,
+) -> None:
+    """Write what ``events`` did (rows, ledger legs, audit, live events) in ``session``."""
+    for event in events:
+        if isinstance(event, OrderSubmitted):
+            _submitted(session, state, event, strategy)
+        elif isinstance(event, OrderFilled):
+            _filled(session, state, event)
+        elif isinstance(event, OrderCanceled):
+            _closed(session, state, event.order, "canceled", str(event.reason), None, event.ts)
+        elif isinstance(event, OrderRejected):
+            _closed(session, state, event.order, "rejected", event.detail, str(event.reason),
+                    event.ts)
+
+
+def _owner(state: AccountState, order: DomainOrder) -> str | None:
+    root = order.parent_id or order.id
+    meta = state.meta.get(root) or {}
+    owner = meta.get("strategy")
+    return owner if isinstance(owner, str) else None
+
+
+def _submitted(
+    session: Session, state: AccountState, event: OrderSubmitted, strategy: str | None
+) -> None:
+    order = event.order
+    oid = state.order_ids.get(order.id)
+    owner = strategy or _owner(state, order)
+    if oid is None:
+        meta = state.meta.get(order.id) or {"strategy": owner, "purpose": (
+            "exit_leg" if order.parent_id else "manual")}
+        insert_order(session, state, order, status="open", strategy=owner, meta=meta)
+    else:
+        state.pending.pop(order.id, None)
+        session.execute(
+            update(Order)
+            .where(Order.id == oid)
+            .values(status="open", qty=order.qty, type=order.type.value,
+                    limit_price=order.limit_price, stop_price=order.stop_price)
+        )
+    state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
+    detail = _event_payload(state, order, status="open", bar_ts=event.ts.isoformat())
+    audit.append(session, ACTOR, "order.submitted", order.id[:200], detail)
+    session.add(Event(kind="order", payload=detail))
+
+
+def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
+    order, fill = event.order, event.fill
+    oid = state.order_ids[order.id]
+    ticker = fill.ticker
+    session.execute(
+        update(Order)
+        .where(Order.id == oid)
+        .values(status="filled", filled_qty=fill.qty, avg_fill_price=fill.price)
+    )
+    key = f"{order.id}:fill"
+    row = Fill(order_id=oid, account_id=state.account_id, ticker=ticker, side=fill.side.value,
+               qty=fill.qty, price=fill.price, fee=money(fill.fee), ts=fill.ts,
+               idempotency_key=key)
+    session.add(row)
+    session.flush()
+    # The book's ledger has applied every fill of the bar already; the shadow ledger applies them
+    # one at a time, so each fill's rows see the position as that fill left it.
+    before = state.basis.get(ticker, ZERO)
+    realized = state.shadow.apply(fill)
+    after = _basis(state.shadow, ticker)
+    pos = state.shadow.positions.get(ticker)
+    legs = fill_legs(ticker, before, after, fill.fee, realized)
+    txn = txn_id_for(key)
+    for book, amount in legs:
+        session.add(LedgerEntry(account_id=state.account_id, txn_id=txn, book=book, amount=amount,
+                                order_id=oid, fill_id=row.id, memo=key))
+        if book == "cash":
+            state.cash += amount
+    _store_position(session, state, ticker, after, pos, order)
+    detail = _event_payload(state, order, status="filled", price=fill.price, qty=fill.qty,
+                            fee=str(money(fill.fee)), realized=round(realized, 6),
+                            bar_ts=fill.ts.isoformat())
+    audit.append(session, ACTOR, "order.filled", order.id[:200], detail)
+    session.add(Event(kind="fill", payload=detail))
+
+
+def _store_position(
+    session: Session,
+    state: AccountState,
+    ticker: str,
+    basis: Decimal,
+    pos: Any,
+    order: DomainOrder,
+) -> None:
+    key = (state.account_id, ticker)
+    if pos is None:
+        session.execute(
+            delete(Position).where(Position.account_id == state.account_id,
+                                   Position.ticker == ticker)
+        )
+        state.basis.pop(ticker, None)
+        state.strategy_of.pop(ticker, None)
+        state.entry_ts.pop(ticker, None)
+        return
+    state.basis[ticker] = basis
+    row = session.get(Position, key)
+    if row is None:
+        owner = _owner(state, order)
+        row = Position(account_id=state.account_id, ticker=ticker, strategy=owner)
+        session.add(row)
+        state.strategy_of[ticker] = owner
+    row.qty = pos.qty
+    row.avg_cost = money(pos.avg_cost)
+    row.realized_pnl = money(pos.realized_pnl)
+
+
+def _closed(
+    session: Session,
+    state: AccountState,
+    order: DomainOrder,
+    status: str,
+    reason: str,
+    reject_reason: str | None,
+    ts: datetime,
+) -> None:
+    oid = state.order_ids.get(order.id)
+    state.pending.pop(order.id, None)
+    state.persisted.pop(order.id, None)
+    if oid is None:
+        owner = _owner(state, order)
+        insert_order(session, state, order, status=status, strategy=owner,
+                     meta={"strategy": owner, "note": reason} if owner else {"note": reason},
+                     reject_reason=reject_reason)
+    else:
+        meta = {**state.meta.get(order.id, {}), "note": reason}
+        session.execute(
+            update(Order)
+            .where(Order.id == oid)
+            .values(status=status, reject_reason=reject_reason, reason=_meta_text(meta))
+        )
+    action = "order.rejected" if status == "rejected" else "order.canceled"
+    detail = _event_payload(state, order, status=status, reason=reject_reason or reason,
+                            detail=reason, bar_ts=ts.isoformat())
+    audit.append(session, ACTOR, action, order.id[:200], detail)
+    session.add(Event(kind="order", payload=detail))
+
+
+def sync_live_orders(session: Session, state: AccountState) -> None:
+    """Store what :func:`falcon.execution.fills.after_bar` changed (trailing stops, triggers)."""
+    for order in state.book.open_orders:
+        now = (order.type.value, order.stop_price, order.limit_price)
+        if state.persisted.get(order.id) != now and order.id in state.order_ids:
+            session.execute(
+                update(Order)
+                .where(Order.id == state.order_ids[order.id])
+                .values(type=now[0], stop_price=now[1], limit_price=now[2])
+            )
+            state.persisted[order.id] = now
+
+
+def insert_pending(
+    session: Session,
+    state: AccountState,
+    client_order_id: str,
+    *,
+    ticker: str,
+    side: Side,
+    strategy: str | None,
+    meta: dict[str, Any],
+    qty: int = 0,
+    kind: OrderType = OrderType.MARKET,
+    limit_price: float | None = None,
+    stop_price: float | None = None,
+    tif: TimeInForce = TimeInForce.DAY,
+) -> Order:
+    """A ``pending`` order: decided, not yet in the book (entries are sized at the next open).
+
+    ``qty`` 0 means "sized when released". The row is the idempotency anchor: a second decision
+    with the same ``client_order_id`` finds it and does nothing.
+    """
+    row = Order(
+        account_id=state.account_id,
+        client_order_id=client_order_id,
+        ticker=ticker,
+        side=side.value,
+        type=kind.value,
+        qty=qty,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        time_in_force=tif.value,
+        status="pending",
+        strategy=strategy,
+        reason=_meta_text(meta),
+        filled_qty=0,
+    )
+    session.add(row)
+    session.flush()
+    state.order_ids[client_order_id] = row.id
+    state.meta[client_order_id] = meta
+    state.pending[client_order_id] = row
+    detail = {"account": state.name, "client_order_id": client_order_id, "ticker": ticker,
+              "side": side.value, "strategy": strategy, **meta}
+    audit.append(session, ACTOR, "order.decided", client_order_id[:200], detail)
+    return row
+
+
+def domain_from_row(row: Order, meta: dict[str, Any], qty: int | None = None) -> DomainOrder:
+    """The domain order of a stored row (with ``qty`` when it is sized at release)."""
+    return _domain_order(row, None, meta, qty)

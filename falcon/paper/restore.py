@@ -1,0 +1,115 @@
+"""Rebuilding a paper account from the database after a start or a crash.
+
+The ledger is the stored fills replayed in order through :class:`~falcon.execution.ledger.Ledger`
+(exactly the in-memory ledger the trader had: fees were rounded before it booked them); the order
+book is the ``open`` orders submitted again in id order (a bracket's legs wait for their entry as
+before); ``pending`` orders wait for their next bar. Positions must agree with the fills, or the
+account refuses to load.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from falcon.db.models import Fill, Order, PaperAccount, Position
+from falcon.domain.orders import Fill as DomainFill
+from falcon.domain.orders import Side
+from falcon.errors import DatabaseError, NotFound
+from falcon.execution.book import OrderBook
+from falcon.execution.fills import CostModel
+from falcon.execution.ledger import Ledger
+from falcon.paper.persist import AccountState, MicroCosts, _basis, _domain_order, _parse_meta
+
+__all__ = ["load_state"]
+
+
+def load_state(session: Session, account_id: int, costs: CostModel) -> AccountState:
+    """Rebuild an account from the database: the ledger from its fills, the book from open orders.
+
+    Raises :class:`DatabaseError` when the stored positions disagree with the replayed fills.
+    """
+    account = session.get(PaperAccount, account_id)
+    if account is None:
+        raise NotFound(f"no paper account {account_id}")
+    ledger = Ledger(cash=float(account.starting_cash), allow_short=not account.long_only)
+    shadow = Ledger(cash=float(account.starting_cash), allow_short=not account.long_only)
+    entry_ts: dict[str, datetime] = {}
+    for fill in session.scalars(
+        select(Fill).where(Fill.account_id == account_id).order_by(Fill.id)
+    ):
+        was = ledger.qty(fill.ticker)
+        domain = DomainFill(order_id=str(fill.order_id), ticker=fill.ticker, side=Side(fill.side),
+                            qty=int(fill.qty), price=fill.price, fee=float(fill.fee), ts=fill.ts)
+        ledger.apply(domain)
+        shadow.apply(domain)
+        now = ledger.qty(fill.ticker)
+        if now != 0 and (was == 0 or (was > 0) != (now > 0)):
+            entry_ts[fill.ticker] = fill.ts
+    stored = {
+        p.ticker: p
+        for p in session.scalars(select(Position).where(Position.account_id == account_id))
+    }
+    held = {t: p.qty for t, p in ledger.positions.items()}
+    if {t: int(p.qty) for t, p in stored.items() if p.qty} != held:
+        raise DatabaseError(
+            f"paper account {account.name}: positions do not match the fills "
+            f"(stored {sorted(stored)}, replayed {sorted(held)})"
+        )
+    book = OrderBook(ledger=ledger, costs=MicroCosts.of(costs))
+    state = AccountState(
+        account_id=account_id,
+        name=account.name,
+        long_only=account.long_only,
+        ledger=ledger,
+        book=book,
+        shadow=shadow,
+        cash=account.cash,
+        basis={t: _basis(ledger, t) for t in held},
+        strategy_of={t: p.strategy for t, p in stored.items()},
+        entry_ts={t: ts for t, ts in entry_ts.items() if t in held},
+        halted=account.halted,
+        halt_reason=account.halt_reason,
+        peak_equity=account.peak_equity,
+        last_bar_ts=account.last_bar_ts,
+    )
+    rows = list(
+        session.scalars(
+            select(Order)
+            .where(Order.account_id == account_id, Order.status.in_(("open", "pending")))
+            .order_by(Order.id)
+        )
+    )
+    client_of = {r.id: r.client_order_id for r in rows}
+    missing = {r.parent_id for r in rows if r.parent_id and r.parent_id not in client_of}
+    if missing:
+        for oid, cid in session.execute(
+            select(Order.id, Order.client_order_id).where(Order.id.in_(missing))
+        ):
+            client_of[oid] = cid
+    for row in rows:
+        meta = _parse_meta(row.reason)
+        state.order_ids[row.client_order_id] = row.id
+        state.meta[row.client_order_id] = meta
+        if row.status == "pending":
+            state.pending[row.client_order_id] = row
+            continue
+        order = _domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
+        book.submit(order, row.created_at)
+        state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
+    for ticker, price in _last_prices(session, account_id).items():
+        ledger.mark(ticker, price)
+        shadow.mark(ticker, price)
+    return state
+
+
+def _last_prices(session: Session, account_id: int) -> dict[str, float]:
+    """Last fill price per ticker: marks until the first bar after a restart."""
+    out: dict[str, float] = {}
+    for ticker, price in session.execute(
+        select(Fill.ticker, Fill.price).where(Fill.account_id == account_id).order_by(Fill.id)
+    ):
+        out[ticker] = price
+    return out

@@ -1,0 +1,421 @@
+"""The paper trader: bars in, orders and fills out, one database transaction per timestamp.
+
+:meth:`Trader.process` takes every bar of one timestamp (a *batch*: one bar per ticker) and
+commits its whole effect -- fills, new orders, ledger entries, audit entries, risk state and
+``PaperAccount.last_bar_ts`` -- in one transaction. A crash loses at most the batch in flight,
+which the restarted trader processes again from ``last_bar_ts`` (its orders have deterministic
+``client_order_id``\\ s, so nothing can be decided twice).
+
+Within a batch (the backtester's order of events, DESIGN.md "Conventions"):
+
+1. external changes are read: the ``halted`` flag, orders canceled on the dashboard, pending
+   orders submitted from the CLI;
+2. the bars of tickers *without* an entry waiting are worked through the order book (exits at the
+   open, stops and targets inside the bar);
+3. entries decided on the previous bar are sized at this bar's open (slippage included, cash left
+   after step 2, equity at the previous closes), checked against the risk limits, submitted as a
+   market order with their stop loss / take profit (a bracket) and worked through this bar;
+4. drawdown and daily-loss limits are judged on the new equity;
+5. the strategies see the new bars (rolling windows): an exit signal submits a market order for
+   the next open, an entry signal records a *pending* entry, sized at the next bar's open like the
+   backtester's;
+6. screener picks whose close is inside their entry range become pending entries too.
+
+Only bars inside an NYSE session are traded (day bars: a trading day; minute bars: the regular
+session, early closes included).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from falcon import audit, calendar
+from falcon.db.engine import transaction
+from falcon.db.models import Event, Order, PaperAccount, Ticker
+from falcon.db.types import utcnow
+from falcon.domain.events import CancelReason, OrderEvent, OrderRejected, RejectReason
+from falcon.domain.market import Bar
+from falcon.domain.orders import Order as DomainOrder
+from falcon.domain.orders import Side
+from falcon.execution.fills import CostModel
+from falcon.paper import persist, restore
+from falcon.paper.decisions import DecisionLog, Entries, client_order_id
+from falcon.paper.limits import RiskLimits
+from falcon.paper.persist import ACTOR, AccountState, money
+from falcon.paper.picks import PickBook
+from falcon.paper.signals import Signal, StrategySlot, Windows, evaluate
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchResult", "Trader", "client_order_id", "equity_decimal", "in_session"]
+
+
+def in_session(ts: datetime, kind: str) -> bool:
+    """True when a bar of ``kind`` starting at ``ts`` belongs to an NYSE session."""
+    if kind == "day":
+        try:
+            return calendar.is_trading_day(calendar.session_date(ts))
+        except calendar.CalendarError:
+            return False
+    try:
+        return calendar.is_open(ts)
+    except calendar.CalendarError:
+        return False
+
+
+@dataclass
+class BatchResult:
+    """What one batch did (for logs, tests and the benchmark)."""
+
+    ts: datetime
+    bars: int
+    events: list[OrderEvent] = field(default_factory=list)
+    decisions: int = 0
+    skipped: bool = False
+
+
+class Trader:
+    """One paper account driven by bars; see the module docstring for a batch's steps."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        account: str,
+        slots: Iterable[StrategySlot] = (),
+        kind: str = "day",
+        limits: RiskLimits | None = None,
+        costs: CostModel | None = None,
+        picks: bool = True,
+        log_sink: DecisionLog | None = None,
+    ) -> None:
+        if kind not in ("day", "minute"):
+            raise ValueError("kind must be 'day' or 'minute'")
+        self.sessions = sessions
+        self.kind = kind
+        self.slots = [s for s in slots if s.spec.timeframe == kind]
+        self.skipped_slots = [s.name for s in slots if s.spec.timeframe != kind]
+        self.limits = limits or RiskLimits()
+        self.costs = costs or CostModel()
+        self.log = log_sink or DecisionLog()
+        bind = sessions.kw.get("bind")
+        self._pg = bind is not None and bind.dialect.name == "postgresql"
+        with transaction(sessions) as s:
+            account_id = persist.find_account(s, account).id
+            self.state: AccountState = restore.load_state(s, account_id, self.costs)
+            self.sectors = {t: sec for t, sec in s.execute(select(Ticker.ticker, Ticker.sector))}
+        self.windows = Windows(max((sl.length for sl in self.slots), default=3))
+        self.picks = PickBook(enabled=picks)
+        self.entries = Entries(self)
+        self.day: date | None = None
+        self.day_start_equity: float | None = None
+        self.daily_stopped = False
+        self._last_session: date | None = None
+        self._external_since = utcnow() - timedelta(minutes=5)
+        if self.state.last_bar_ts is not None:
+            self._last_session = calendar.session_date(self.state.last_bar_ts)
+
+    # --- watching ----------------------------------------------------------------------------
+
+    def watched(self, extra: Iterable[str] = ()) -> set[str]:
+        """Tickers whose bars matter: held, with orders, in a strategy universe, picked."""
+        out = set(extra) | set(self.state.ledger.positions)
+        out |= {o.ticker for o in self.state.book.open_orders}
+        out |= {r.ticker for r in self.state.pending.values()}
+        for slot in self.slots:
+            if slot.tickers is not None:
+                out |= slot.tickers
+        out |= self.picks.tickers()
+        return out
+
+    def warm(self, bars: Iterable[Bar]) -> int:
+        """Feed history to the windows and marks without trading (after a restart); bars fed."""
+        n = 0
+        batch: list[Bar] = []
+        for bar in bars:
+            if batch and bar.ts != batch[0].ts:
+                self._warm_batch(batch)
+                batch = []
+            batch.append(bar)
+            n += 1
+        if batch:
+            self._warm_batch(batch)
+        return n
+
+    def _warm_batch(self, batch: list[Bar]) -> None:
+        kept = [b for b in _unique(batch) if in_session(b.ts, self.kind)]
+        self.windows.push(kept)
+        for b in kept:
+            self.state.ledger.mark(b.ticker, b.close)
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    def process(self, batch: list[Bar]) -> BatchResult:
+        """Trade one timestamp's bars and commit (a batch at or before ``last_bar_ts``: skipped)."""
+        if not batch:
+            raise ValueError("empty batch")
+        ts = batch[0].ts
+        if any(b.ts != ts for b in batch):
+            raise ValueError("a batch holds the bars of one timestamp")
+        result = BatchResult(ts=ts, bars=len(batch))
+        last = self.state.last_bar_ts
+        if last is not None and ts <= last:
+            result.skipped = True
+            return result
+        bars = [b for b in _unique(batch) if in_session(ts, self.kind)]
+        try:
+            with transaction(self.sessions) as s:
+                account = s.get(PaperAccount, self.state.account_id, with_for_update=self._pg)
+                if account is None:  # pragma: no cover - deleted under our feet
+                    raise RuntimeError("paper account vanished")
+                self._external(s, account, ts)
+                if bars:
+                    self._trade(s, bars, result)
+                account.cash = self.state.cash
+                account.last_bar_ts = ts
+                account.halted = self.state.halted
+                account.halt_reason = self.state.halt_reason
+                account.peak_equity = self.state.peak_equity
+        except BaseException:
+            # The database rolled back; memory must not keep what it forgot.
+            self._reload()
+            raise
+        self.state.last_bar_ts = ts
+        return result
+
+    def _reload(self) -> None:
+        with transaction(self.sessions) as s:
+            marks = dict(self.state.ledger.marks)
+            self.state = restore.load_state(s, self.state.account_id, self.costs)
+            for ticker, price in marks.items():
+                self.state.ledger.mark(ticker, price)
+
+    def _record(self, s: Session, events: list[OrderEvent], result: BatchResult) -> None:
+        if not events:
+            return
+        persist.record_events(s, self.state, events)
+        result.events += events
+        for e in events:
+            self.log.order_event(self.state.name, e)
+
+    def _trade(self, s: Session, bars: list[Bar], result: BatchResult) -> None:
+        state, book = self.state, self.state.book
+        ts = bars[0].ts
+        today = calendar.session_date(ts)
+        if self.kind == "minute" and self._last_session not in (None, today):
+            # A new session: day orders of the last one have expired.
+            self._record(s, book.end_session(ts), result)
+        self._last_session = today
+        prev_marks = dict(state.ledger.marks)
+        if self.day != today:
+            self._open_day(s, today, prev_marks)
+        self.picks.refresh(s, ts)
+        waiting = {r.ticker for r in state.pending.values()}
+        done: set[str] = set()
+        for bar in bars:
+            if bar.ticker not in waiting:
+                self._record(s, book.on_bar(bar), result)
+                done.add(bar.ticker)
+        by_ticker = {b.ticker: b for b in bars}
+        self.entries.release(s, by_ticker, prev_marks, result)
+        for bar in bars:
+            if bar.ticker not in done and not self.entries.worked(bar.ticker):
+                self._record(s, book.on_bar(bar), result)
+        if self.kind == "day":
+            # Day bars: a day order placed at the last close was meant for this session.
+            self._record(s, book.end_session(ts), result)
+        persist.sync_live_orders(s, state)
+        self._judge_equity(s, ts)
+        self.windows.push(bars)
+        self._strategies(s, bars, result)
+        self.entries.picks(s, bars, result)
+
+    # --- risk state ---------------------------------------------------------------------------
+
+    def _open_day(self, s: Session, today: date, marks: dict[str, float]) -> None:
+        """Start-of-session equity (persisted in the audit log, so a restart finds it)."""
+        self.day = today
+        if self.kind == "day":
+            # One bar per session: the session opened at the previous close, which is in memory
+            # after a restart too (no need to write it down).
+            self.day_start_equity = self.equity_at(marks)
+            self.daily_stopped = False
+            return
+        subject = f"account:{self.state.name}:{today.isoformat()}"
+        rows = s.execute(
+            select(audit.AuditEntry.action, audit.AuditEntry.detail).where(
+                audit.AuditEntry.subject == subject
+            )
+        ).all()
+        opened = [d for a, d in rows if a == "paper.session_open"]
+        self.daily_stopped = any(a == "risk.daily_loss_stop" for a, _ in rows)
+        if opened:
+            self.day_start_equity = float(opened[0]["equity"])
+            return
+        equity = self.equity_at(marks)
+        self.day_start_equity = equity
+        audit.append(s, ACTOR, "paper.session_open", subject, {"equity": round(equity, 6)})
+
+    def equity_at(self, marks: dict[str, float]) -> float:
+        """Cash plus positions marked at ``marks`` (the ledger's mark where ``marks`` has none)."""
+        ledger = self.state.ledger
+        own = ledger.marks
+        return ledger.cash + sum(
+            p.qty * marks.get(t, own.get(t, p.avg_cost)) for t, p in ledger.positions.items()
+        )
+
+    def _judge_equity(self, s: Session, ts: datetime) -> None:
+        state, limits = self.state, self.limits
+        equity = state.ledger.equity()
+        peak = float(state.peak_equity) if state.peak_equity is not None else equity
+        if equity > peak:
+            peak = equity
+            state.peak_equity = money(peak)
+        if not state.halted and equity < peak * (1 - limits.max_drawdown_pct):
+            reason = (f"max drawdown: equity {equity:.2f} is more than "
+                      f"{limits.max_drawdown_pct:.0%} below the peak {peak:.2f}")
+            self.halt(s, reason, ts)
+        start = self.day_start_equity
+        if (not self.daily_stopped and start is not None
+                and equity < start * (1 - limits.daily_loss_pct)):
+            self.daily_stopped = True
+            subject = f"account:{state.name}:{calendar.session_date(ts).isoformat()}"
+            detail = {"equity": round(equity, 6), "day_start": round(start, 6),
+                      "limit": limits.daily_loss_pct}
+            audit.append(s, ACTOR, "risk.daily_loss_stop", subject, detail)
+            self.log.decision(self.state.name, "daily_loss_stop", ts=ts, **detail)
+
+    def halt(self, s: Session, reason: str, ts: datetime) -> None:
+        """Halt the account: no new entries; open entry orders are canceled."""
+        state = self.state
+        state.halted, state.halt_reason = True, reason
+        audit.append(s, ACTOR, "paper.halted", f"account:{state.name}", {"reason": reason})
+        s.add(Event(kind="account_halted", payload={"account_id": state.account_id,
+                                                    "account": state.name, "reason": reason,
+                                                    "by": ACTOR}))
+        self.log.decision(state.name, "halted", ts=ts, reason=reason)
+        events: list[OrderEvent] = []
+        for order in state.book.open_orders:
+            if not order.is_exit_leg and _purpose(state, order.id) == "entry":
+                events += state.book.cancel(order.id, ts, CancelReason.USER)
+        if events:
+            persist.record_events(s, state, events)
+
+    # --- outside changes ----------------------------------------------------------------------
+
+    def _external(self, s: Session, account: PaperAccount, ts: datetime) -> None:
+        """Apply what the dashboard or the CLI changed since the last batch."""
+        state = self.state
+        if account.halted != state.halted:
+            state.halted, state.halt_reason = account.halted, account.halt_reason
+            self.log.decision(state.name, "halted" if account.halted else "resumed", ts=ts,
+                              reason=account.halt_reason, by="outside")
+        since, self._external_since = self._external_since, utcnow() - timedelta(seconds=60)
+        rows = s.scalars(
+            select(Order).where(
+                Order.account_id == state.account_id,
+                Order.status.in_(("pending", "canceled")),
+                Order.updated_at >= since,
+            )
+        )
+        live = {o.id for o in state.book.open_orders}
+        for row in rows:
+            cid = row.client_order_id
+            if row.status == "pending" and cid not in state.pending:
+                state.order_ids[cid] = row.id
+                state.meta[cid] = persist._parse_meta(row.reason)
+                state.pending[cid] = row
+            elif row.status == "canceled":
+                if cid in live:
+                    persist.record_events(s, state, state.book.cancel(cid, ts, CancelReason.USER))
+                state.pending.pop(cid, None)
+
+    # --- strategies ---------------------------------------------------------------------------
+
+    def _strategies(self, s: Session, bars: list[Bar], result: BatchResult) -> None:
+        tickers = [b.ticker for b in bars]
+        ts = bars[0].ts
+        for slot in self.slots:
+            signals = evaluate(slot, self.windows, tickers)
+            for ticker in sorted(signals):
+                self._decide(s, slot, ticker, signals[ticker], ts, result)
+
+    def _decide(
+        self, s: Session, slot: StrategySlot, ticker: str, sig: Signal, ts: datetime,
+        result: BatchResult,
+    ) -> None:
+        state = self.state
+        held = state.ledger.qty(ticker)
+        long_short = slot.spec.direction.value == "long_short" and not state.long_only
+        if held != 0:
+            if state.strategy_of.get(ticker) != slot.name:
+                return  # one position per ticker, exited only by the strategy that opened it
+            long = held > 0
+            flip = sig.entry_short if long else sig.entry_long
+            exit_now = (sig.exit_long if long else sig.exit_short) or (long_short and flip)
+            why = "signal"
+            if not exit_now and slot.spec.risk.max_bars is not None and ticker in state.entry_ts:
+                since = int(state.entry_ts[ticker].timestamp() * 1_000_000) * 1000
+                if self.windows.held(ticker, since) >= slot.spec.risk.max_bars:
+                    exit_now, why = True, "max_bars"
+            if exit_now and not self._exit_live(ticker):
+                self.entries.exit(s, slot.name, ticker, held, ts, why, result)
+                if long_short and flip and why == "signal":
+                    side = Side.SELL if long else Side.BUY
+                    self.entries.pending(s, slot, ticker, side, sig, ts, result)
+            return
+        if self._busy(ticker):
+            return
+        if sig.entry_long and not sig.exit_long and not (long_short and sig.entry_short):
+            self.entries.pending(s, slot, ticker, Side.BUY, sig, ts, result)
+        elif (long_short and sig.entry_short and not sig.exit_short and not sig.entry_long):
+            self.entries.pending(s, slot, ticker, Side.SELL, sig, ts, result)
+
+    def _exit_live(self, ticker: str) -> bool:
+        state = self.state
+        return any(
+            o.ticker == ticker and not o.is_exit_leg and _purpose(state, o.id) == "exit"
+            for o in state.book.open_orders
+        )
+
+    def _busy(self, ticker: str) -> bool:
+        """An entry for ``ticker`` is already waiting or resting."""
+        state = self.state
+        if any(r.ticker == ticker for r in state.pending.values()):
+            return True
+        return any(o.ticker == ticker and not o.is_exit_leg for o in state.book.open_orders)
+
+    def reject(
+        self, s: Session, order: DomainOrder, ts: datetime, reason: RejectReason, detail: str,
+        result: BatchResult,
+    ) -> None:
+        """Persist and log the refusal of ``order``."""
+        self._record(s, [OrderRejected(order=order, ts=ts, reason=reason, detail=detail)], result)
+
+
+def _purpose(state: AccountState, order_id: str) -> str | None:
+    root = order_id
+    meta = state.meta.get(root) or {}
+    value = meta.get("purpose")
+    return value if isinstance(value, str) else None
+
+
+def _unique(batch: list[Bar]) -> list[Bar]:
+    """One bar per ticker (the last one given), sorted by ticker: the batch's fixed order."""
+    seen: dict[str, Bar] = {}
+    for b in batch:
+        seen[b.ticker] = b
+    return [seen[t] for t in sorted(seen)]
+
+
+def equity_decimal(state: AccountState) -> Decimal:
+    """Equity of ``state`` at its marks, in money."""
+    return money(state.ledger.equity())
+

@@ -44,6 +44,21 @@ def costs_of(settings: Settings) -> CostModel:
                      slippage_bps=t.slippage_bps)
 
 
+def alert_engine(settings: Settings, sessions: sessionmaker[Session]) -> Any:
+    """The alert engine for the trader's bar stream, or None when no rule is enabled."""
+    from sqlalchemy import func, select
+
+    from falcon.alerts.engine import AlertEngine
+    from falcon.alerts.settings import AlertSettings
+    from falcon.db.models import AlertRule
+
+    with sessions() as s:
+        if not s.scalar(select(func.count()).select_from(AlertRule)
+                        .where(AlertRule.enabled.is_(True))):
+            return None
+    return AlertEngine(sessions.kw["bind"], AlertSettings.from_settings(settings))
+
+
 def _trader(
     sessions: sessionmaker[Session], *, account: str, strategies: list[str],
     tickers: list[str] | None, kind: str, params: dict[str, float], cash: float, picks: bool,
@@ -85,15 +100,16 @@ def replay(
         trader.warm(b for b in source.bars() if b.ts <= last)
         source.skip_through = last
     stats = RunStats()
+    alerts = alert_engine(settings, sessions)
 
     def body(ctl: ServiceControl) -> int:
         ctl.ready(f"replaying {start}..{end} into {account}")
         nonlocal stats
-        stats = run_batches(trader, source, ctl)
+        stats = run_batches(trader, source, ctl, alerts)
         return 0
 
     if control is not None:
-        return run_batches(trader, source, control)
+        return run_batches(trader, source, control, alerts)
     run_service(body, name="falcon-paper-replay")
     return stats
 
@@ -114,11 +130,14 @@ def live(
                      limits=limits or {}, costs=costs_of(settings), quiet=quiet)
     _warm_from_store(settings, trader, tickers or [])
 
+    alerts = alert_engine(settings, sessions)
+
     def body(control: ServiceControl) -> int:
         source = MassivePollingSource(
             base_url=settings.data.rest_base_url, api_key=key,
             tickers=lambda: sorted(trader.watched(tickers or ())), is_open=calendar.is_open,
             poll_interval_s=poll_s, stop_event=control.stop_event,
+            on_stale=alerts.on_stale if alerts is not None else (lambda _s: None),
         )
         control.ready(f"trading account {account}")
         try:
@@ -131,7 +150,7 @@ def live(
                     if control.wait(min(wait, 60.0)):
                         break
                     continue
-                stats = run_batches(trader, _until_close(source, now), control)
+                stats = run_batches(trader, _until_close(source, now), control, alerts)
                 control.status(f"{stats.batches} batches, {stats.events} order events")
         finally:
             source.close()

@@ -144,10 +144,36 @@ def _batches(source: Any) -> Iterator[list[Bar]]:
         yield from group_by_ts(source.bars())
 
 
-def run_batches(trader: Trader, source: Any, control: _Control | None = None) -> RunStats:
-    """Feed ``source``'s batches to ``trader`` until it ends or a stop is requested."""
+def _fills_and_halts(trader: Trader, result: Any, alerts: Any, was_halted: bool) -> bool:
+    """Tell the alert engine about this batch's fills, and about a halt it caused."""
+    from types import SimpleNamespace
+
+    from falcon.domain.events import OrderFilled
+
+    account_id = trader.state.account_id
+    for event in result.events:
+        if isinstance(event, OrderFilled):
+            f = event.fill
+            alerts.on_fill(SimpleNamespace(account_id=account_id, ticker=f.ticker,
+                                           side=str(f.side), qty=f.qty, price=f.price))
+    halted = bool(getattr(trader.state, "halted", False))
+    if halted and not was_halted:
+        alerts.on_halt(SimpleNamespace(id=account_id, name=trader.state.name,
+                                       halt_reason=getattr(trader.state, "halt_reason", None)))
+    return halted
+
+
+def run_batches(trader: Trader, source: Any, control: _Control | None = None,
+                alerts: Any = None) -> RunStats:
+    """Feed ``source``'s batches to ``trader`` until it ends or a stop is requested.
+
+    ``alerts`` (an :class:`~falcon.alerts.engine.AlertEngine`) sees every bar of the same stream
+    right after the trader, with the batch's arrival time, and every fill and halt.
+    """
     stats = RunStats()
+    halted = bool(getattr(trader.state, "halted", False))
     for batch in _batches(source):
+        arrived = now_utc()
         if control is not None:
             control.ping()
             if control.stopping:
@@ -156,6 +182,9 @@ def run_batches(trader: Trader, source: Any, control: _Control | None = None) ->
         if not batch:
             continue
         result = trader.process(batch)
+        if alerts is not None:
+            alerts.on_bars(batch, arrived)
+            halted = _fills_and_halts(trader, result, alerts, halted)
         stats.batches += 1
         stats.bars += result.bars
         stats.events += len(result.events)

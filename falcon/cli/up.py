@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import signal
 import socket
 import threading
 from datetime import date
@@ -167,7 +168,7 @@ def cli(host: str | None, port: int | None, no_serve: bool, no_replay: bool) -> 
     from falcon.web import create_app
 
     host = host or settings.web.host
-    port = port or settings.web.port
+    port = settings.web.port if port is None else port
     overrides: dict[str, Any] = {}
     if _is_loopback(host):
         # Browsers keep Secure cookies on http://127.0.0.1 inconsistently; on loopback the
@@ -179,24 +180,38 @@ def cli(host: str | None, port: int | None, no_serve: bool, no_replay: bool) -> 
     web = create_app(settings, test_config=overrides or None)
     server = make_server(host, port, web, threaded=True)
 
+    from falcon.alerts.delivery import DeliveryWorker
+    from falcon.alerts.settings import AlertSettings
+
     worker = start_in_thread(engine, stop)
     scheduler = SchedulerService(settings, engine)
     scheduler.start()
-    threads = [worker]
+    delivery = DeliveryWorker(engine, AlertSettings.from_settings(settings))
+    sender = threading.Thread(target=delivery.run, args=(stop,), name="falcon-alerts",
+                              daemon=True)
+    sender.start()
+    threads = [worker, sender]
     if not no_replay:
         replayer = threading.Thread(target=_replay, args=(settings, sessions, last, stop),
                                     name="falcon-demo-replay", daemon=True)
         replayer.start()
         threads.append(replayer)
+    def _on_signal(signum: int, _frame: Any) -> None:
+        # Our own handler instead of KeyboardInterrupt: that exception lands in whichever
+        # thread checks signals first (polars does, in the replay thread) and the server would
+        # keep running. shutdown() must come from another thread than serve_forever().
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     _say(f"dashboard on http://{host}:{server.server_port}/  (Ctrl-C to stop)")
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         _say("stopping")
         stop.set()
-        server.shutdown()
+        server.server_close()
         scheduler.shutdown(wait=False)
         for thread in threads:
             thread.join(timeout=30)

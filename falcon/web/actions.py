@@ -1,9 +1,10 @@
-"""The few things the dashboard changes: halts, order cancels and queued backtests.
+"""The few things the dashboard changes: halts, order cancels, queued backtests and research.
 
 Pages and the API call these same functions, so a form and a ``curl`` do exactly the same thing.
 Each validates what came over HTTP, then hands over to the owning package (``falcon.paper.admin``
-for halts, ``falcon.jobs.queue`` for jobs, ``falcon.audit`` for the audit chain), in the caller's
-session without committing. Each writes an Event row that live pages (and other processes) pick up.
+for halts, ``falcon.jobs.queue`` for jobs, ``falcon.research.lifecycle`` for research steps,
+``falcon.audit`` for the audit chain), in the caller's session without committing. Each writes
+an Event row that live pages (and other processes) pick up.
 """
 
 from __future__ import annotations
@@ -185,3 +186,73 @@ def enqueue_backtest(session: Session, body: Any, *, actor: str) -> Job:
     note = {"job_id": job_id, "kind": "backtest", "strategy": payload["strategy_name"]}
     session.add(Event(kind="job_queued", payload=note | {"by": actor}))
     return job
+
+
+# --- research: submit a video, promote or retire what came of it -------------------------------
+
+MAX_URL = 2000
+# What a research submission accepts: the YouTube addresses falcon.research.youtube hands to
+# yt-dlp (the same pattern is in the OpenAPI document, so a schema-valid URL is never refused).
+YOUTUBE_URL_PATTERN = (
+    r"^https?://((www\.|m\.|music\.)?youtube\.com|youtu\.be|(www\.)?youtube-nocookie\.com)"
+    r"(:[0-9]{1,5})?([/?#][!-~]*)?$"
+)
+_YOUTUBE_URL = re.compile(YOUTUBE_URL_PATTERN)
+
+
+def research_request(body: Any, *, actor: str) -> dict[str, Any]:
+    """Validate ``{"url": "https://www.youtube.com/watch?v=..."}``; the ``research`` job payload."""
+    from falcon.research.jobs import payload_options
+    from falcon.research.youtube import check_youtube_url
+
+    if not isinstance(body, dict):
+        raise ValidationError("expected a JSON object")
+    unknown = sorted(set(body) - {"url"})
+    if unknown:
+        raise ValidationError("invalid research request", [f"{k}: unknown field" for k in unknown])
+    url = body.get("url")
+    url = url.strip() if isinstance(url, str) else url
+    if not isinstance(url, str) or len(url) > MAX_URL or not _YOUTUBE_URL.fullmatch(url):
+        raise ValidationError(
+            "invalid research request",
+            [f"url: expected a YouTube video URL (http or https) of at most {MAX_URL} characters"],
+        )
+    payload = {"url": check_youtube_url(url), "actor": actor[:64]}
+    payload_options(payload)  # the worker's own check, so a queued job is one it will accept
+    return payload
+
+
+def enqueue_research(session: Session, body: Any, *, actor: str) -> Job:
+    """Queue a ``research`` job for one video (see :func:`research_request`)."""
+    from falcon.jobs import queue
+
+    payload = research_request(body, actor=actor)
+    job_id = queue.submit(session, "research", payload)
+    job = session.get(Job, job_id)
+    if job is None:  # pragma: no cover - submit flushed it in this session
+        raise NotFound(f"job {job_id} vanished")
+    note = {"job_id": job_id, "kind": "research", "url": payload["url"]}
+    session.add(Event(kind="job_queued", payload=note | {"by": actor}))
+    return job
+
+
+def _lifecycle(step: str, session: Session, strategy_id: int, reason: Any, actor: str) -> Strategy:
+    from falcon.research import lifecycle
+
+    text = clean_text(reason, "reason", MAX_REASON) if reason is not None else ""
+    move = lifecycle.promote if step == "promote" else lifecycle.retire
+    try:
+        return move(session, strategy_id, reason=text, actor=actor)
+    except lifecycle.LifecycleError as exc:
+        # A step the lifecycle refuses is a wrong state, not a bug (LifecycleError has no status).
+        raise Conflict(str(exc)) from exc
+
+
+def promote_research(session: Session, strategy_id: int, *, reason: Any, actor: str) -> Strategy:
+    """``backtested`` → ``paper`` with a required reason; :class:`Conflict` when not allowed."""
+    return _lifecycle("promote", session, strategy_id, reason, actor)
+
+
+def retire_research(session: Session, strategy_id: int, *, reason: Any, actor: str) -> Strategy:
+    """Any status → ``retired`` with a required reason; :class:`Conflict` when already retired."""
+    return _lifecycle("retire", session, strategy_id, reason, actor)

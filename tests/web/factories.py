@@ -132,7 +132,7 @@ def gen_backtest(session: Session, strategy: Strategy, **kw: Any) -> BacktestRun
         "start": date(2023, 1, 3),
         "end": date(2023, 12, 29),
         "status": "done",
-        "metrics": {"total_return": 0.12, "sharpe": 1.1, "max_drawdown": -0.08},
+        "metrics": {"return_pct": 12.0, "sharpe": 1.1, "max_drawdown_pct": 8.0},
     } | kw
     run = _add(session, BacktestRun(**values))
     session.add(

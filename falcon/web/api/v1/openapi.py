@@ -12,6 +12,7 @@ from flask import jsonify
 from flask.wrappers import Response
 
 from falcon import __version__
+from falcon.web.actions import MAX_REASON, MAX_URL, YOUTUBE_URL_PATTERN
 from falcon.web.api.v1._bp import bp
 from falcon.web.api.v1.params import MAX_LIMIT
 
@@ -258,6 +259,27 @@ SCHEMAS: dict[str, JsonDict] = {
         },
         "additionalProperties": False,
     },
+    "ResearchRequest": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "maxLength": MAX_URL, "pattern": YOUTUBE_URL_PATTERN},
+        },
+        "additionalProperties": False,
+    },
+    "ReasonRequest": {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {
+            # Some character that is not white space, and no NUL (PostgreSQL refuses it).
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_REASON,
+                "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$",
+            },
+        },
+    },
 }
 SCHEMAS["ScreenRunDetail"] = {
     "allOf": [_ref("ScreenRun"), _obj({"picks": {"type": "array", "items": _ref("ScreenPick")}})]
@@ -276,6 +298,7 @@ SCHEMAS["BacktestDetail"] = {
     ]
 }
 SCHEMAS["BacktestQueued"] = _obj({"job": _ref("Job"), "status_url": _STR})
+SCHEMAS["ResearchQueued"] = _obj({"job": _ref("Job"), "status_url": _STR})
 for _name in (
     "Account",
     "Position",
@@ -311,6 +334,9 @@ _PAGING = [
 ]
 
 
+_REQUIRED_BODIES = frozenset({"BacktestRequest", "ResearchRequest", "ReasonRequest"})
+
+
 def _op(
     summary: str,
     schema: str,
@@ -335,7 +361,7 @@ def _op(
     }
     if body:
         operation["requestBody"] = {
-            "required": body == "BacktestRequest",
+            "required": body in _REQUIRED_BODIES,
             "content": {"application/json": {"schema": _ref(body)}},
         }
     return operation
@@ -420,6 +446,30 @@ def _paths() -> JsonDict:
                 "Strategies extracted by research",
                 "StrategyList",
                 params=[_query("status", short, "only this status"), *_PAGING],
+            )
+        },
+        "/research": {
+            "post": _op(
+                "Queue a research job for a YouTube video",
+                "ResearchQueued",
+                status="202",
+                body="ResearchRequest",
+            )
+        },
+        "/research/{strategy_id}/promote": {
+            "post": _op(
+                "Promote a backtested, look-ahead-clean strategy to paper (409 when refused)",
+                "Strategy",
+                params=[_path_id("strategy_id")],
+                body="ReasonRequest",
+            )
+        },
+        "/research/{strategy_id}/retire": {
+            "post": _op(
+                "Retire a researched strategy (409 when already retired)",
+                "Strategy",
+                params=[_path_id("strategy_id")],
+                body="ReasonRequest",
             )
         },
         "/alerts/rules": {"get": _op("Alert rules", "AlertRuleList", params=_PAGING)},

@@ -1,15 +1,25 @@
-"""Research submissions: strategies extracted from videos."""
+"""Research: submissions, submit a video, promote and retire.
+
+One submission with its spec and provenance is ``GET /strategies/<id>``.
+"""
 
 from __future__ import annotations
 
+from flask import jsonify, url_for
 from flask.wrappers import Response
 from sqlalchemy import select
 
 from falcon.db.models import Strategy
-from falcon.web import serialize
+from falcon.web import actions, serialize
 from falcon.web.api.v1._bp import bp
-from falcon.web.api.v1.params import paged, query_str
+from falcon.web.api.v1.params import json_object, paged, query_str
 from falcon.web.extensions import db
+from falcon.web.security import current_user
+
+
+def _actor() -> str:
+    user = current_user()
+    return user.username if user else "unknown"
 
 
 @bp.get("/research/submissions")
@@ -20,3 +30,34 @@ def submissions() -> Response:
     if status is not None:
         stmt = stmt.where(Strategy.status == status)
     return paged(db.session, stmt, Strategy.id, serialize.strategy)
+
+
+@bp.post("/research")
+def submit_research() -> tuple[Response, int]:
+    """Queue a research job for ``{"url": ...}``; 202 with the job and where to follow it."""
+    job = actions.enqueue_research(db.session, json_object(), actor=_actor())
+    db.session.commit()
+    status_url = url_for("api_v1.job", job_id=job.id)
+    response = jsonify({"job": serialize.job(job), "status_url": status_url})
+    response.headers["Location"] = status_url
+    return response, 202
+
+
+@bp.post("/research/<id:strategy_id>/promote")
+def promote_research(strategy_id: int) -> Response:
+    """``backtested`` → ``paper`` (``{"reason": ...}``); 409 when the lifecycle refuses."""
+    row = actions.promote_research(
+        db.session, strategy_id, reason=json_object().get("reason"), actor=_actor()
+    )
+    db.session.commit()
+    return jsonify(serialize.strategy(row))
+
+
+@bp.post("/research/<id:strategy_id>/retire")
+def retire_research(strategy_id: int) -> Response:
+    """Any status → ``retired`` (``{"reason": ...}``); 409 when already retired."""
+    row = actions.retire_research(
+        db.session, strategy_id, reason=json_object().get("reason"), actor=_actor()
+    )
+    db.session.commit()
+    return jsonify(serialize.strategy(row))

@@ -6,8 +6,8 @@ LISTENs on ``falcon_events`` (a trigger NOTIFYs on every insert into ``events``,
 or node wrote it) and queries as soon as a notification arrives, still re-checking every
 ``SSE_POLL_SECONDS`` so that a lost notification costs latency, never an event. Each stream
 ends after ``SSE_MAX_SECONDS`` (the browser's EventSource reconnects with Last-Event-ID, losing
-nothing), so no worker thread is held forever, and it ends at once when the client goes away (the server closes
-the generator).
+nothing), so no worker thread is held forever, and it ends at once when the client goes away
+(the server closes the generator).
 
 gunicorn must run threaded workers (``--worker-class gthread``): a sync worker would be held by
 one stream for its whole duration.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -39,6 +39,7 @@ __all__ = [
     "GENESIS_HASH",
     "VerifyResult",
     "append",
+    "append_many",
     "compute_hash",
     "head",
     "verify",
@@ -96,18 +97,10 @@ def _lock_chain(session: Session) -> None:
         )
 
 
-def append(
-    session: Session,
-    actor: str,
-    action: str,
-    subject: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Add an entry to the chain in the caller's transaction; the new (flushed) row.
-
-    ``detail`` must be a JSON object; it is stored as JSON would give it back (tuples become
-    lists, keys strings) so that the hash verifies after a round trip through the database.
-    """
+def _clean(
+    actor: str, action: str, subject: str | None, detail: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Validate one entry's fields; ``detail`` as JSON would give it back."""
     if not actor or not action:
         raise ValidationError("audit entries need an actor and an action")
     for name, value in (("actor", actor), ("action", action), ("subject", subject)):
@@ -125,20 +118,53 @@ def append(
         (actor + action + (subject or "") + body).encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError("audit entries must be valid Unicode text") from None
+    return clean
 
+
+def append(
+    session: Session,
+    actor: str,
+    action: str,
+    subject: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Add an entry to the chain in the caller's transaction; the new (flushed) row.
+
+    ``detail`` must be a JSON object; it is stored as JSON would give it back (tuples become
+    lists, keys strings) so that the hash verifies after a round trip through the database.
+    """
+    return append_many(session, [(actor, action, subject, detail)])[0]
+
+
+def append_many(
+    session: Session,
+    entries: Sequence[tuple[str, str, str | None, dict[str, Any] | None]],
+) -> list[AuditEntry]:
+    """Add ``(actor, action, subject, detail)`` entries, in order, in the caller's transaction.
+
+    One lock and one read of the chain's head for all of them; the hashes are chained in memory
+    and the rows inserted with one flush. Every entry is validated (as by :func:`append`) before
+    anything is written. Returns the new (flushed) rows.
+    """
+    cleaned = [(actor, action, subject, _clean(actor, action, subject, detail))
+               for actor, action, subject, detail in entries]
+    if not cleaned:
+        return []
     _lock_chain(session)
     last = session.execute(
         select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
     ).scalar()
     prev_hash = last or GENESIS_HASH
-    ts = utcnow()
-    entry = AuditEntry(
-        ts=ts, actor=actor, action=action, subject=subject, detail=clean, prev_hash=prev_hash,
-        hash=compute_hash(prev_hash, ts, actor, action, subject, clean),
-    )
-    session.add(entry)
+    rows: list[AuditEntry] = []
+    for actor, action, subject, clean in cleaned:
+        ts = utcnow()
+        digest = compute_hash(prev_hash, ts, actor, action, subject, clean)
+        rows.append(AuditEntry(ts=ts, actor=actor, action=action, subject=subject, detail=clean,
+                               prev_hash=prev_hash, hash=digest))
+        prev_hash = digest
+    session.add_all(rows)
     session.flush()
-    return entry
+    return rows
 
 
 def head(session: Session) -> tuple[int, str] | None:

@@ -236,3 +236,39 @@ def test_cli_verify_and_list(engine: Engine, sessions: sessionmaker[Session], db
     result = runner.invoke(main, [*args, "verify", "--json"])
     assert result.exit_code == 1
     assert json.loads(result.output)["bad_id"] == entries[1].id
+
+
+def test_append_many_chains_like_sequential_appends(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch gives the very hashes one-by-one appends give for the same entries and times."""
+    when = utcnow()
+    monkeypatch.setattr(audit, "utcnow", lambda: when)
+    inputs: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
+        ("trader", "order.submitted", f"T{i}", {"qty": i, "px": i / 3, "tags": ("a", i)})
+        for i in range(5)
+    ]
+    inputs.append(("cli", "paper.halted", None, None))
+    with transaction(sessions) as s:
+        one_by_one = [audit.append(s, *entry) for entry in inputs]
+        batched = audit.append_many(s, inputs)
+        assert audit.append_many(s, []) == []
+    assert batched[0].prev_hash == one_by_one[-1].hash
+    assert [e.prev_hash for e in batched[1:]] == [e.hash for e in batched[:-1]]
+    # The same chain computed from genesis in one batch equals the sequential one.
+    expected = []
+    prev = audit.GENESIS_HASH
+    for e in batched:
+        prev = audit.compute_hash(prev, when, e.actor, e.action, e.subject, e.detail)
+        expected.append(prev)
+    assert expected == [e.hash for e in one_by_one]
+    assert [e.detail for e in batched] == [e.detail for e in one_by_one]
+    result = _verify(sessions)
+    assert (result.ok, result.entries) == (True, 12)
+    assert result.head_hash == batched[-1].hash
+
+
+def test_append_many_validates_every_entry_before_writing(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(ValidationError), transaction(sessions) as s:
+        audit.append_many(s, [("trader", "ok", None, {}), ("", "missing actor", None, {})])
+    assert _verify(sessions).message == "ok, 0 entries"

@@ -91,6 +91,9 @@ class OrderBook:
         self.ledger = ledger
         self.costs = costs
         self._live: dict[str, Order] = {}
+        # Indexes of ``_live`` (same insertion order): by ticker and by OCO group.
+        self._by_ticker: dict[str, dict[str, Order]] = {}
+        self._by_oco: dict[str, dict[str, Order]] = {}
         self._waiting: dict[str, Order] = {}  # exit legs whose entry has not filled yet
         self._next_bar: set[str] = set()  # legs of an entry filled inside the current bar
 
@@ -98,6 +101,34 @@ class OrderBook:
     def open_orders(self) -> tuple[Order, ...]:
         """Orders that can still fill, in submission order (waiting exit legs excluded)."""
         return tuple(self._live.values())
+
+    def orders_for(self, ticker: str) -> tuple[Order, ...]:
+        """Open orders of ``ticker``, in submission order (waiting exit legs excluded)."""
+        mine = self._by_ticker.get(ticker)
+        return tuple(mine.values()) if mine else ()
+
+    def _put(self, order: Order) -> None:
+        """Add ``order`` to the live orders (or replace the live order with its id)."""
+        self._live[order.id] = order
+        self._by_ticker.setdefault(order.ticker, {})[order.id] = order
+        if order.oco_group is not None:
+            self._by_oco.setdefault(order.oco_group, {})[order.id] = order
+
+    def _drop(self, order_id: str) -> Order | None:
+        """Remove a live order; it, or None when it was not live."""
+        order = self._live.pop(order_id, None)
+        if order is None:
+            return None
+        mine = self._by_ticker[order.ticker]
+        del mine[order_id]
+        if not mine:
+            del self._by_ticker[order.ticker]
+        if order.oco_group is not None:
+            group = self._by_oco[order.oco_group]
+            del group[order_id]
+            if not group:
+                del self._by_oco[order.oco_group]
+        return order
 
     def submit(self, orders: Order | Iterable[Order], ts: datetime) -> list[OrderEvent]:
         """Accept orders (an entry and its legs from :func:`bracket`, or single orders)."""
@@ -109,7 +140,7 @@ class OrderBook:
             if order.parent_id is not None and order.parent_id in self._live:
                 self._waiting[order.id] = order
             else:
-                self._live[order.id] = order
+                self._put(order)
             events.append(OrderSubmitted(order=order, ts=ts))
         return events
 
@@ -117,7 +148,7 @@ class OrderBook:
         self, order_id: str, ts: datetime, reason: CancelReason = CancelReason.USER
     ) -> list[OrderEvent]:
         """Cancel an order (and the waiting legs of an entry)."""
-        order = self._live.pop(order_id, None) or self._waiting.pop(order_id, None)
+        order = self._drop(order_id) or self._waiting.pop(order_id, None)
         if order is None:
             return []
         events: list[OrderEvent] = [OrderCanceled(order=order, ts=ts, reason=reason)]
@@ -140,7 +171,7 @@ class OrderBook:
         done = self._next_bar = set()
         while True:
             mine = sorted(
-                (o for o in self._live.values() if o.ticker == bar.ticker and o.id not in done),
+                (o for o in self.orders_for(bar.ticker) if o.id not in done),
                 key=lambda o: _PRIORITY[o.type],
             )
             if not mine:
@@ -162,17 +193,16 @@ class OrderBook:
             price = fill_price(order, bar, self.costs)
             if price is not None:
                 events += self._fill(order, price, bar)
-        for oid, order in list(self._live.items()):
-            if order.ticker == bar.ticker:
-                self._live[oid] = after_bar(order, bar)
+        for order in self.orders_for(bar.ticker):
+            self._put(after_bar(order, bar))
         self.ledger.mark(bar.ticker, bar.close)
         return events
 
     def _oco_sibling(self, order: Order) -> Order | None:
         if order.oco_group is None:
             return None
-        for other in self._live.values():
-            if other.id != order.id and other.oco_group == order.oco_group:
+        for other in self._by_oco.get(order.oco_group, {}).values():
+            if other.id != order.id:
                 return other
         return None
 
@@ -196,30 +226,28 @@ class OrderBook:
         )
         reason = self.ledger.check(fill)
         if reason is not None:
-            del self._live[order.id]
+            self._drop(order.id)
             events.append(OrderRejected(order=order, ts=bar.ts, reason=reason))
             for leg in [o for o in self._waiting.values() if o.parent_id == order.id]:
                 del self._waiting[leg.id]
                 events.append(OrderCanceled(order=leg, ts=bar.ts, reason=CancelReason.PARENT))
             return events
         self.ledger.apply(fill)
-        del self._live[order.id]
+        self._drop(order.id)
         events.append(OrderFilled(order=order, fill=fill))
         sibling = self._oco_sibling(order)
         if sibling is not None:
             events += self.cancel(sibling.id, bar.ts, CancelReason.OCO)
         if self.ledger.qty(order.ticker) == 0:
             # Flat: exit legs left over from the closed position must not fire on the next one.
-            for leg in [
-                o for o in self._live.values() if o.ticker == order.ticker and o.is_exit_leg
-            ]:
+            for leg in [o for o in self.orders_for(order.ticker) if o.is_exit_leg]:
                 events += self.cancel(leg.id, bar.ts, CancelReason.POSITION_CLOSED)
         for leg in [o for o in self._waiting.values() if o.parent_id == order.id]:
             del self._waiting[leg.id]
             if leg.type is OrderType.TRAILING_STOP and leg.watermark is None:
                 # Trail from the market price the entry filled against, not from its slippage.
                 leg = _with_watermark(leg, bar.open if order.type is OrderType.MARKET else price)
-            self._live[leg.id] = leg
+            self._put(leg)
             if order.type is not OrderType.MARKET:
                 # The entry filled somewhere inside this bar: what came before it is unknown,
                 # so its legs start with the next bar.

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.orm import Session
 
-from falcon import audit
 from falcon.domain.events import (
     CancelReason,
     OrderCanceled,
@@ -119,7 +118,7 @@ class Entries:
         state = self.t.state
         purpose = "entry" if side is Side.BUY else "short"
         cid = client_order_id(state.name, slot.name, ticker, ts, purpose)
-        if cid in state.order_ids:
+        if persist.known(state, s, cid):
             return
         meta = {"strategy": slot.name, "purpose": "entry", "atr": sig.atr}
         persist.insert_pending(s, state, cid, ticker=ticker, side=side, strategy=slot.name,
@@ -135,7 +134,7 @@ class Entries:
         """Submit a market order closing ``held`` shares at the next open."""
         state = self.t.state
         cid = client_order_id(state.name, strategy, ticker, ts, "exit")
-        if cid in state.order_ids:
+        if persist.known(state, s, cid):
             return
         order = Order(id=cid, ticker=ticker, side=Side.SELL if held > 0 else Side.BUY,
                       qty=abs(held), tif=TimeInForce.GTC)
@@ -157,7 +156,7 @@ class Entries:
                 continue
             strategy = f"screener:{pick.profile}"
             cid = f"{state.name[:40]}:pick{pick.id}:{pick.ticker}:entry"
-            if cid in state.order_ids:
+            if persist.known(state, s, cid):
                 continue
             meta = {"strategy": strategy, "purpose": "entry", "pick": pick.id,
                     "stop": pick.stop, "target": pick.target}
@@ -276,11 +275,11 @@ class Entries:
             if check.refused or (manual and check.qty < qty):
                 t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
                          f"{check.limit}: {check.detail}", result)
-                audit.append(s, ACTOR, "risk.rejected", cid[:200],
+                persist.audit_entry(s, ACTOR, "risk.rejected", cid[:200],
                              {"limit": check.limit, "detail": check.detail, "wanted": qty})
                 return
             if check.qty < qty:
-                audit.append(s, ACTOR, "risk.capped", cid[:200],
+                persist.audit_entry(s, ACTOR, "risk.capped", cid[:200],
                              {"limit": check.limit, "detail": check.detail, "wanted": qty,
                               "allowed": check.qty})
                 t.log.decision(state.name, "risk_capped", ts=bar.ts, ticker=ticker,

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from falcon import audit
@@ -56,12 +58,17 @@ __all__ = [
     "ACTOR",
     "AccountState",
     "MicroCosts",
+    "add_event",
+    "audit_entry",
+    "batch",
     "create_account",
     "domain_from_row",
     "fill_legs",
     "find_account",
+    "flush_batch",
     "insert_order",
     "insert_pending",
+    "known",
     "money",
     "record_events",
     "sync_live_orders",
@@ -224,6 +231,183 @@ def _parse_meta(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# --- the batch buffer --------------------------------------------------------------------------
+
+_BATCH_KEY = "falcon.paper.batch"
+
+
+@dataclass
+class _PositionChange:
+    deleted: bool = False  # the row was deleted at some point of the batch
+    created: bool = False  # the final row is a new one (opened after any deletion)
+    final: tuple[int, Decimal, Decimal] | None = None  # qty, avg_cost, realized_pnl
+    owner: str | None = None
+
+
+@dataclass
+class _Batch:
+    """What a batch writes, collected in event order and written by :func:`flush_batch`."""
+
+    state: AccountState | None = None
+    new_orders: dict[str, Order] = field(default_factory=dict)  # unflushed rows by client id
+    updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # orders.id -> new values
+    fills: list[tuple[str, dict[str, Any], list[tuple[str, Decimal]]]] = field(
+        default_factory=list)  # (client id, fill row, ledger legs)
+    positions: dict[str, _PositionChange] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[tuple[str, str, str | None, dict[str, Any] | None]] = field(
+        default_factory=list)
+
+
+@contextmanager
+def batch(session: Session) -> Iterator[None]:
+    """Collect the writes of the enclosed persist calls and write them once, on success.
+
+    Nested uses join the outer batch. Anything that reads what a batch wrote must run after the
+    block (or call :func:`flush_batch`).
+    """
+    if _BATCH_KEY in session.info:
+        yield
+        return
+    session.info[_BATCH_KEY] = _Batch()
+    try:
+        yield
+        flush_batch(session)
+    finally:
+        session.info.pop(_BATCH_KEY, None)
+
+
+def _batch(session: Session) -> _Batch:
+    found: _Batch | None = session.info.get(_BATCH_KEY)
+    if found is None:  # pragma: no cover - callers open one
+        raise RuntimeError("persist: no batch open")
+    return found
+
+
+def known(state: AccountState, session: Session, client_order_id: str) -> bool:
+    """True when an ``orders`` row with this client id exists (or is about to be written)."""
+    if client_order_id in state.order_ids:
+        return True
+    b = session.info.get(_BATCH_KEY)
+    return b is not None and client_order_id in b.new_orders
+
+
+def audit_entry(
+    session: Session, actor: str, action: str, subject: str | None, detail: dict[str, Any]
+) -> None:
+    """An audit entry, written with the batch (in order with the batch's other entries)."""
+    with batch(session):
+        _batch(session).audit.append((actor, action, subject, detail))
+
+
+def add_event(session: Session, kind: str, payload: dict[str, Any]) -> None:
+    """An ``events`` row, written with the batch."""
+    with batch(session):
+        _batch(session).events.append({"kind": kind, "payload": payload})
+
+
+def _update_order(session: Session, state: AccountState, cid: str, **values: Any) -> None:
+    b = _batch(session)
+    row = b.new_orders.get(cid)
+    if row is not None:
+        for name, value in values.items():
+            setattr(row, name, value)
+        return
+    b.updates.setdefault(state.order_ids[cid], {}).update(values)
+
+
+def _state(b: _Batch) -> AccountState:
+    if b.state is None:  # pragma: no cover - set by every writer of fills and positions
+        raise RuntimeError("persist: batch without an account")
+    return b.state
+
+
+def flush_batch(session: Session) -> None:
+    """Write what the open batch collected so far (orders, fills, ledger, positions, events,
+    audit), with one statement per table where the rows allow it."""
+    b = session.info.get(_BATCH_KEY)
+    if b is None:
+        return
+    if b.new_orders:
+        session.flush()
+        state = b.state
+        for cid, row in b.new_orders.items():
+            if state is not None:
+                state.order_ids[cid] = row.id
+        b.new_orders.clear()
+    if b.updates:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for oid, values in b.updates.items():
+            keys = tuple(sorted(values))
+            groups.setdefault(keys, []).append({"b_id": oid, **values})
+        table = cast(Table, Order.__table__)
+        for keys, params in groups.items():
+            session.execute(
+                update(table).where(table.c.id == bindparam("b_id"))
+                .values({k: bindparam(k) for k in keys}),
+                params,
+            )
+        b.updates.clear()
+    if b.fills:
+        state = _state(b)
+        rows = []
+        for cid, values, _ in b.fills:
+            row = Fill(order_id=state.order_ids[cid], **values)
+            rows.append(row)
+        session.add_all(rows)
+        session.flush()
+        legs = [
+            {"account_id": state.account_id, "txn_id": txn_id_for(values["idempotency_key"]),
+             "book": book, "amount": amount, "order_id": row.order_id, "fill_id": row.id,
+             "memo": values["idempotency_key"]}
+            for row, (_, values, fill_legs_) in zip(rows, b.fills, strict=True)
+            for book, amount in fill_legs_
+        ]
+        if legs:
+            session.execute(insert(LedgerEntry), legs)
+        b.fills.clear()
+    if b.positions:
+        _write_positions(session, _state(b).account_id, b.positions)
+        b.positions.clear()
+    if b.events:
+        session.execute(insert(Event), b.events)
+        b.events.clear()
+    if b.audit:
+        audit.append_many(session, b.audit)
+        b.audit.clear()
+
+
+def _write_positions(
+    session: Session, account_id: int, changes: dict[str, _PositionChange]
+) -> None:
+    gone = [t for t, c in changes.items() if c.deleted]
+    if gone:
+        session.execute(
+            delete(Position).where(Position.account_id == account_id, Position.ticker.in_(gone))
+        )
+    live = {t: (c, c.final) for t, c in changes.items() if c.final is not None}
+    if not live:
+        return
+    existing = set(session.scalars(
+        select(Position.ticker).where(Position.account_id == account_id,
+                                      Position.ticker.in_(list(live)))
+    ))
+    for ticker, (change, (qty, avg_cost, realized)) in live.items():
+        if ticker in existing:
+            values: dict[str, Any] = {"qty": qty, "avg_cost": avg_cost, "realized_pnl": realized}
+            if change.created:
+                values["strategy"] = change.owner
+            session.execute(
+                update(Position)
+                .where(Position.account_id == account_id, Position.ticker == ticker)
+                .values(**values)
+            )
+        else:
+            session.add(Position(account_id=account_id, ticker=ticker, strategy=change.owner,
+                                 qty=qty, avg_cost=avg_cost, realized_pnl=realized))
+    session.flush()
+
+
 # --- writing events ----------------------------------------------------------------------------
 
 
@@ -250,8 +434,11 @@ def insert_order(
     strategy: str | None,
     meta: dict[str, Any],
     reject_reason: str | None = None,
-) -> int:
-    """Insert an ``orders`` row for ``order``; its id."""
+) -> int | None:
+    """Insert an ``orders`` row for ``order`` (with the batch: its id once flushed)."""
+    b = session.info.get(_BATCH_KEY)
+    if b is not None and order.parent_id and order.parent_id in b.new_orders:
+        flush_batch(session)  # the parent's id is needed now (rare: entries are stored before)
     parent = state.order_ids.get(order.parent_id) if order.parent_id else None
     if order.trail_amount is not None:
         meta = {**meta, "trail_amount": order.trail_amount}
@@ -277,9 +464,13 @@ def insert_order(
         filled_qty=0,
     )
     session.add(row)
+    state.meta[order.id] = meta
+    if b is not None:
+        b.state = state
+        b.new_orders[order.id] = row
+        return None
     session.flush()
     state.order_ids[order.id] = row.id
-    state.meta[order.id] = meta
     return row.id
 
 
@@ -290,7 +481,18 @@ def record_events(
     *,
     strategy: str | None = None,
 ) -> None:
-    """Write what ``events`` did (rows, ledger legs, audit, live events) in ``session``."""
+    """Write what ``events`` did (rows, ledger legs, audit, live events) in ``session``.
+
+    Inside :func:`batch` the rows are written when the batch is; otherwise before returning.
+    """
+    with batch(session):
+        _batch(session).state = state
+        _record(session, state, events, strategy)
+
+
+def _record(
+    session: Session, state: AccountState, events: list[OrderEvent], strategy: str | None
+) -> None:
     for event in events:
         if isinstance(event, OrderSubmitted):
             _submitted(session, state, event, strategy)
@@ -314,41 +516,31 @@ def _submitted(
     session: Session, state: AccountState, event: OrderSubmitted, strategy: str | None
 ) -> None:
     order = event.order
-    oid = state.order_ids.get(order.id)
     owner = strategy or _owner(state, order)
-    if oid is None:
+    if not known(state, session, order.id):
         meta = state.meta.get(order.id) or {"strategy": owner, "purpose": (
             "exit_leg" if order.parent_id else "manual")}
         insert_order(session, state, order, status="open", strategy=owner, meta=meta)
     else:
         state.pending.pop(order.id, None)
-        session.execute(
-            update(Order)
-            .where(Order.id == oid)
-            .values(status="open", qty=order.qty, type=order.type.value,
-                    limit_price=order.limit_price, stop_price=order.stop_price)
-        )
+        _update_order(session, state, order.id, status="open", qty=order.qty,
+                      type=order.type.value, limit_price=order.limit_price,
+                      stop_price=order.stop_price)
     state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
     detail = _event_payload(state, order, status="open", bar_ts=event.ts.isoformat())
-    audit.append(session, ACTOR, "order.submitted", order.id[:200], detail)
-    session.add(Event(kind="order", payload=detail))
+    audit_entry(session, ACTOR, "order.submitted", order.id[:200], detail)
+    add_event(session, "order", detail)
 
 
 def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
     order, fill = event.order, event.fill
-    oid = state.order_ids[order.id]
     ticker = fill.ticker
-    session.execute(
-        update(Order)
-        .where(Order.id == oid)
-        .values(status="filled", filled_qty=fill.qty, avg_fill_price=fill.price)
-    )
+    _update_order(session, state, order.id, status="filled", filled_qty=fill.qty,
+                  avg_fill_price=fill.price)
     key = f"{order.id}:fill"
-    row = Fill(order_id=oid, account_id=state.account_id, ticker=ticker, side=fill.side.value,
-               qty=fill.qty, price=fill.price, fee=money(fill.fee), ts=fill.ts,
-               idempotency_key=key)
-    session.add(row)
-    session.flush()
+    values = {"account_id": state.account_id, "ticker": ticker, "side": fill.side.value,
+              "qty": fill.qty, "price": fill.price, "fee": money(fill.fee), "ts": fill.ts,
+              "idempotency_key": key}
     # The book's ledger has applied every fill of the bar already; the shadow ledger applies them
     # one at a time, so each fill's rows see the position as that fill left it.
     before = state.basis.get(ticker, ZERO)
@@ -356,18 +548,16 @@ def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
     after = _basis(state.shadow, ticker)
     pos = state.shadow.positions.get(ticker)
     legs = fill_legs(ticker, before, after, fill.fee, realized)
-    txn = txn_id_for(key)
+    _batch(session).fills.append((order.id, values, legs))
     for book, amount in legs:
-        session.add(LedgerEntry(account_id=state.account_id, txn_id=txn, book=book, amount=amount,
-                                order_id=oid, fill_id=row.id, memo=key))
         if book == "cash":
             state.cash += amount
     _store_position(session, state, ticker, after, pos, order)
     detail = _event_payload(state, order, status="filled", price=fill.price, qty=fill.qty,
                             fee=str(money(fill.fee)), realized=round(realized, 6),
                             bar_ts=fill.ts.isoformat())
-    audit.append(session, ACTOR, "order.filled", order.id[:200], detail)
-    session.add(Event(kind="fill", payload=detail))
+    audit_entry(session, ACTOR, "order.filled", order.id[:200], detail)
+    add_event(session, "fill", detail)
 
 
 def _store_position(
@@ -378,26 +568,20 @@ def _store_position(
     pos: Any,
     order: DomainOrder,
 ) -> None:
-    key = (state.account_id, ticker)
+    change = _batch(session).positions.setdefault(ticker, _PositionChange())
     if pos is None:
-        session.execute(
-            delete(Position).where(Position.account_id == state.account_id,
-                                   Position.ticker == ticker)
-        )
+        change.deleted, change.created, change.final = True, False, None
         state.basis.pop(ticker, None)
         state.strategy_of.pop(ticker, None)
         state.entry_ts.pop(ticker, None)
         return
-    state.basis[ticker] = basis
-    row = session.get(Position, key)
-    if row is None:
+    # The row exists exactly while the account holds the ticker (``basis`` has it).
+    if ticker not in state.basis:
         owner = _owner(state, order)
-        row = Position(account_id=state.account_id, ticker=ticker, strategy=owner)
-        session.add(row)
+        change.created, change.owner = True, owner
         state.strategy_of[ticker] = owner
-    row.qty = pos.qty
-    row.avg_cost = money(pos.avg_cost)
-    row.realized_pnl = money(pos.realized_pnl)
+    state.basis[ticker] = basis
+    change.final = (pos.qty, money(pos.avg_cost), money(pos.realized_pnl))
 
 
 def _closed(
@@ -409,39 +593,34 @@ def _closed(
     reject_reason: str | None,
     ts: datetime,
 ) -> None:
-    oid = state.order_ids.get(order.id)
     state.pending.pop(order.id, None)
     state.persisted.pop(order.id, None)
-    if oid is None:
+    if not known(state, session, order.id):
         owner = _owner(state, order)
         insert_order(session, state, order, status=status, strategy=owner,
                      meta={"strategy": owner, "note": reason} if owner else {"note": reason},
                      reject_reason=reject_reason)
     else:
         meta = {**state.meta.get(order.id, {}), "note": reason}
-        session.execute(
-            update(Order)
-            .where(Order.id == oid)
-            .values(status=status, reject_reason=reject_reason, reason=_meta_text(meta))
-        )
+        _update_order(session, state, order.id, status=status, reject_reason=reject_reason,
+                      reason=_meta_text(meta))
     action = "order.rejected" if status == "rejected" else "order.canceled"
     detail = _event_payload(state, order, status=status, reason=reject_reason or reason,
                             detail=reason, bar_ts=ts.isoformat())
-    audit.append(session, ACTOR, action, order.id[:200], detail)
-    session.add(Event(kind="order", payload=detail))
+    audit_entry(session, ACTOR, action, order.id[:200], detail)
+    add_event(session, "order", detail)
 
 
 def sync_live_orders(session: Session, state: AccountState) -> None:
     """Store what :func:`falcon.execution.fills.after_bar` changed (trailing stops, triggers)."""
-    for order in state.book.open_orders:
-        now = (order.type.value, order.stop_price, order.limit_price)
-        if state.persisted.get(order.id) != now and order.id in state.order_ids:
-            session.execute(
-                update(Order)
-                .where(Order.id == state.order_ids[order.id])
-                .values(type=now[0], stop_price=now[1], limit_price=now[2])
-            )
-            state.persisted[order.id] = now
+    with batch(session):
+        _batch(session).state = state
+        for order in state.book.open_orders:
+            now = (order.type.value, order.stop_price, order.limit_price)
+            if state.persisted.get(order.id) != now and known(state, session, order.id):
+                _update_order(session, state, order.id, type=now[0], stop_price=now[1],
+                              limit_price=now[2])
+                state.persisted[order.id] = now
 
 
 def insert_pending(
@@ -479,14 +658,16 @@ def insert_pending(
         reason=_meta_text(meta),
         filled_qty=0,
     )
-    session.add(row)
-    session.flush()
-    state.order_ids[client_order_id] = row.id
-    state.meta[client_order_id] = meta
-    state.pending[client_order_id] = row
-    detail = {"account": state.name, "client_order_id": client_order_id, "ticker": ticker,
-              "side": side.value, "strategy": strategy, **meta}
-    audit.append(session, ACTOR, "order.decided", client_order_id[:200], detail)
+    with batch(session):
+        b = _batch(session)
+        b.state = state
+        session.add(row)
+        b.new_orders[client_order_id] = row
+        state.meta[client_order_id] = meta
+        state.pending[client_order_id] = row
+        detail = {"account": state.name, "client_order_id": client_order_id, "ticker": ticker,
+                  "side": side.value, "strategy": strategy, **meta}
+        audit_entry(session, ACTOR, "order.decided", client_order_id[:200], detail)
     return row
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import audit, calendar
 from falcon.db.engine import transaction
-from falcon.db.models import Event, Order, PaperAccount, Ticker
+from falcon.db.models import Order, PaperAccount, Ticker
 from falcon.db.types import utcnow
 from falcon.domain.events import CancelReason, OrderEvent, OrderRejected, RejectReason
 from falcon.domain.market import Bar
@@ -175,9 +175,10 @@ class Trader:
                 account = s.get(PaperAccount, self.state.account_id, with_for_update=self._pg)
                 if account is None:  # pragma: no cover - deleted under our feet
                     raise RuntimeError("paper account vanished")
-                self._external(s, account, ts)
-                if bars:
-                    self._trade(s, bars, result)
+                with persist.batch(s):  # the batch's rows, written together
+                    self._external(s, account, ts)
+                    if bars:
+                        self._trade(s, bars, result)
                 account.cash = self.state.cash
                 account.last_bar_ts = ts
                 account.halted = self.state.halted
@@ -249,6 +250,7 @@ class Trader:
             self.daily_stopped = False
             return
         subject = f"account:{self.state.name}:{today.isoformat()}"
+        persist.flush_batch(s)  # the audit entries of this batch so far, before reading them
         rows = s.execute(
             select(audit.AuditEntry.action, audit.AuditEntry.detail).where(
                 audit.AuditEntry.subject == subject
@@ -261,7 +263,8 @@ class Trader:
             return
         equity = self.equity_at(marks)
         self.day_start_equity = equity
-        audit.append(s, ACTOR, "paper.session_open", subject, {"equity": round(equity, 6)})
+        persist.audit_entry(s, ACTOR, "paper.session_open", subject,
+                            {"equity": round(equity, 6)})
 
     def equity_at(self, marks: dict[str, float]) -> float:
         """Cash plus positions marked at ``marks`` (the ledger's mark where ``marks`` has none)."""
@@ -289,17 +292,18 @@ class Trader:
             subject = f"account:{state.name}:{calendar.session_date(ts).isoformat()}"
             detail = {"equity": round(equity, 6), "day_start": round(start, 6),
                       "limit": limits.daily_loss_pct}
-            audit.append(s, ACTOR, "risk.daily_loss_stop", subject, detail)
+            persist.audit_entry(s, ACTOR, "risk.daily_loss_stop", subject, detail)
             self.log.decision(self.state.name, "daily_loss_stop", ts=ts, **detail)
 
     def halt(self, s: Session, reason: str, ts: datetime) -> None:
         """Halt the account: no new entries; open entry orders are canceled."""
         state = self.state
         state.halted, state.halt_reason = True, reason
-        audit.append(s, ACTOR, "paper.halted", f"account:{state.name}", {"reason": reason})
-        s.add(Event(kind="account_halted", payload={"account_id": state.account_id,
-                                                    "account": state.name, "reason": reason,
-                                                    "by": ACTOR}))
+        persist.audit_entry(s, ACTOR, "paper.halted", f"account:{state.name}",
+                            {"reason": reason})
+        persist.add_event(s, "account_halted", {"account_id": state.account_id,
+                                                "account": state.name, "reason": reason,
+                                                "by": ACTOR})
         self.log.decision(state.name, "halted", ts=ts, reason=reason)
         events: list[OrderEvent] = []
         for order in state.book.open_orders:
@@ -381,8 +385,8 @@ class Trader:
     def _exit_live(self, ticker: str) -> bool:
         state = self.state
         return any(
-            o.ticker == ticker and not o.is_exit_leg and _purpose(state, o.id) == "exit"
-            for o in state.book.open_orders
+            not o.is_exit_leg and _purpose(state, o.id) == "exit"
+            for o in state.book.orders_for(ticker)
         )
 
     def _busy(self, ticker: str) -> bool:
@@ -390,7 +394,7 @@ class Trader:
         state = self.state
         if any(r.ticker == ticker for r in state.pending.values()):
             return True
-        return any(o.ticker == ticker and not o.is_exit_leg for o in state.book.open_orders)
+        return any(not o.is_exit_leg for o in state.book.orders_for(ticker))
 
     def reject(
         self, s: Session, order: DomainOrder, ts: datetime, reason: RejectReason, detail: str,

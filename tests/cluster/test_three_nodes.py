@@ -35,7 +35,7 @@ ARTIFACTS = REPO / "test-artifacts" / "cluster"
 DB_PASSWORD = "pw-" + secrets.token_urlsafe(18)
 WEB_SECRET = secrets.token_hex(32)
 USER_PASSWORD = "pw-" + secrets.token_urlsafe(12)
-DAEMONS = ("scheduler", "trader", "worker")
+DAEMONS = ("scheduler", "trader", "worker", "alerts")
 HOSTS = ("falcon-db", "falcon-compute", "falcon-web")  # inventory names (ansible_host: address)
 
 

@@ -147,7 +147,13 @@ def status_cmd(account: str, as_json: bool) -> None:
     state = f"HALTED ({report['halt_reason']})" if report["halted"] else "trading"
     click.echo(f"{a['name']}: cash {a['cash']:,.2f}  equity {a['equity']:,.2f}  "
                f"realized {a['realized_pnl']:,.2f}  fees {a['fees']:,.2f}  {state}")
-    click.echo(f"last bar: {a['last_bar_ts'] or 'none'}")
+    last = a["last_bar_ts"]
+    if last is not None:
+        # Stored in UTC, shown in the exchange's time.
+        from zoneinfo import ZoneInfo
+
+        last = last.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M %Z")
+    click.echo(f"last bar: {last or 'none'}")
     echo_table("positions", ["ticker", "qty", "avg_cost", "mark", "unrealized", "strategy"],
                [[p["ticker"], p["qty"], f"{p['avg_cost']:.4f}", p["mark"],
                  f"{p['unrealized_pnl']:.2f}", p["strategy"]] for p in report["positions"]])

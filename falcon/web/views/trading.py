@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from werkzeug.wrappers import Response
 
 from falcon.db.models import Fill, Order
@@ -20,10 +29,71 @@ def _actor() -> str:
     return user.username if user is not None else "unknown"
 
 
+_EXPORT_LIMIT = 100_000
+_TICKER = re.compile(r"^[A-Z0-9.:\-]{1,16}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The orders/fills filters of the page and its CSV exports, from the query string."""
+
+    ticker: str | None = None
+    account_id: int | None = None
+    side: str | None = None
+    start: date | None = None
+    end: date | None = None
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> Filters:
+        """Unknown or malformed values are ignored rather than failing the page."""
+        ticker = args.get("ticker", "").strip().upper()
+        account = args.get("account_id", "").strip()
+        side = args.get("side", "").strip().lower()
+
+        def day(name: str) -> date | None:
+            try:
+                return date.fromisoformat(args.get(name, "").strip())
+            except ValueError:
+                return None
+
+        return cls(
+            ticker=ticker if _TICKER.match(ticker) else None,
+            account_id=int(account) if account.isdigit() and len(account) < 12 else None,
+            side=side if side in ("buy", "sell") else None,
+            start=day("start"),
+            end=day("end"),
+        )
+
+    def apply(self, query: Select[Any], model: Any, ts: Any) -> Select[Any]:
+        """``query`` narrowed to these filters (dates are New York session days)."""
+        if self.ticker:
+            query = query.where(model.ticker == self.ticker)
+        if self.account_id is not None:
+            query = query.where(model.account_id == self.account_id)
+        if self.side:
+            query = query.where(model.side == self.side)
+        if self.start:
+            query = query.where(ts >= _ny_midnight(self.start))
+        if self.end:
+            query = query.where(ts < _ny_midnight(self.end + timedelta(days=1)))
+        return query
+
+    def args(self) -> dict[str, str]:
+        """The active filters as query arguments (for the export links)."""
+        out = {"ticker": self.ticker, "account_id": self.account_id, "side": self.side,
+               "start": self.start, "end": self.end}
+        return {k: str(v) for k, v in out.items() if v is not None}
+
+
+def _ny_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), ZoneInfo("America/New_York")).astimezone(UTC)
+
+
 @bp.route("/")
 def index() -> str:
-    """Accounts, positions, open and recent orders, recent fills."""
+    """Accounts, positions, open and recent orders, recent fills (orders and fills filterable)."""
     s = db.session
+    filters = Filters.from_args(request.args)
     held = accounts_with_positions(s)
     open_orders = s.scalars(
         select(Order)
@@ -31,8 +101,12 @@ def index() -> str:
         .order_by(Order.id.desc())
         .limit(200)
     ).all()
-    recent = s.scalars(select(Order).order_by(Order.id.desc()).limit(50)).all()
-    fills = s.scalars(select(Fill).order_by(Fill.id.desc()).limit(50)).all()
+    recent = s.scalars(
+        filters.apply(select(Order), Order, Order.created_at).order_by(Order.id.desc()).limit(50)
+    ).all()
+    fills = s.scalars(
+        filters.apply(select(Fill), Fill, Fill.ts).order_by(Fill.id.desc()).limit(50)
+    ).all()
     return render_template(
         "trading/index.html",
         accounts=[serialize.account(a, p) for a, p in held],
@@ -41,7 +115,58 @@ def index() -> str:
         orders=recent,
         fills=fills,
         cancelable=actions.CANCELABLE,
+        filters=filters,
     )
+
+
+def _cell(value: Any) -> Any:
+    # Spreadsheets run cells that start with = + - @ as formulas: neutralise text that could.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv(name: str, header: list[str], rows: Iterable[Iterable[Any]]) -> Response:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
+    response = Response(buf.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/fills.csv")
+def fills_csv() -> Response:
+    """Fills matching the page's filters as CSV (times in UTC, ISO 8601)."""
+    filters = Filters.from_args(request.args)
+    query = filters.apply(select(Fill), Fill, Fill.ts).order_by(Fill.id).limit(_EXPORT_LIMIT)
+    rows = (
+        (f.id, f.account_id, f.order_id, f.ts.isoformat(), f.ticker, f.side, f.qty, f.price,
+         f.fee)
+        for f in db.session.scalars(query)
+    )
+    return _csv("fills.csv", ["id", "account_id", "order_id", "ts_utc", "ticker", "side", "qty",
+                              "price", "fee"], rows)
+
+
+@bp.route("/orders.csv")
+def orders_csv() -> Response:
+    """Orders matching the page's filters as CSV."""
+    filters = Filters.from_args(request.args)
+    query = (filters.apply(select(Order), Order, Order.created_at).order_by(Order.id)
+             .limit(_EXPORT_LIMIT))
+    rows = (
+        (o.id, o.account_id, o.created_at.isoformat(), o.ticker, o.side, o.type, o.qty,
+         o.limit_price, o.stop_price, o.time_in_force, o.status, o.filled_qty, o.avg_fill_price,
+         o.strategy, o.reject_reason or o.reason)
+        for o in db.session.scalars(query)
+    )
+    return _csv("orders.csv", ["id", "account_id", "created_utc", "ticker", "side", "type", "qty",
+                               "limit_price", "stop_price", "tif", "status", "filled_qty",
+                               "avg_fill_price", "strategy", "reason"], rows)
 
 
 def _account_id() -> int | None:

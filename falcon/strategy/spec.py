@@ -302,6 +302,40 @@ class _Rules:
         return tree
 
 
+def _rule_text_problems(doc: dict[str, Any]) -> list[str]:
+    """Problems of every rule string in a document that failed the schema (best effort)."""
+    raw_params = doc.get("params")
+    declared: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    params: dict[str, float] = {}
+    for name, spec in declared.items():
+        default = spec.get("default") if isinstance(spec, dict) else spec
+        number = isinstance(default, int | float) and not isinstance(default, bool)
+        params[str(name)] = float(default) if number else 1.0  # type: ignore[arg-type]
+    timeframe = str(doc.get("timeframe")) if doc.get("timeframe") in ("day", "minute") else "day"
+    problems: list[str] = []
+
+    def walk(cond: Any, path: str, depth: int) -> None:
+        if depth > MAX_CONDITION_DEPTH:
+            return
+        if isinstance(cond, str):
+            try:
+                analyze(parse(cond), params, timeframe)
+            except ExprError as exc:
+                problems.append(f"{path}: {cond!r} is not a valid expression: {exc}")
+        elif isinstance(cond, dict):
+            for key in ("all", "any"):
+                if isinstance(cond.get(key), list):
+                    for i, part in enumerate(cond[key]):
+                        walk(part, f"{path}.{key}[{i}]", depth + 1)
+            if "not" in cond:
+                walk(cond["not"], f"{path}.not", depth + 1)
+
+    for key in _RULES:
+        if key in doc:
+            walk(doc[key], key, 0)
+    return problems
+
+
 def _number(value: Any, params: dict[str, float]) -> float:
     if isinstance(value, str):
         return params[value[1:]]
@@ -385,6 +419,9 @@ def load_spec(
     doc = load_document(source)
     problems = _schema_problems(doc)
     if problems:
+        # Report the rules' own mistakes in the same pass, so that fixing the schema errors
+        # does not reveal a second round of errors.
+        problems.extend(p for p in _rule_text_problems(doc) if p not in problems)
         raise ValidationError(_summary(problems), problems)
     values, specs = _resolve_params(doc, params, problems)
     for key in ("stop_loss", "take_profit", "trailing_stop", "sizing", "max_bars", "max_positions"):

@@ -168,3 +168,16 @@ def test_resolved_document_substitutes_params() -> None:
     assert doc["entry"] == "rsi(close, 7) < 30"
     assert doc["stop_loss"] == {"percent": 10}
     assert load_spec({k: v for k, v in doc.items() if k != "params"}).params == {}
+
+
+def test_schema_errors_and_rule_errors_are_reported_together() -> None:
+    """One pass names every mistake: a bad field and a bad rule in the same document."""
+    doc = {"name": "x", "timeframe": "weekly",
+           "entry": {"all": ["rsi(close,14) < 30", "smaa(close, 5) > 1"]}, "exit": "close <"}
+    with pytest.raises(ValidationError) as info:
+        load_spec(doc)
+    problems = "\n".join(info.value.problems)
+    assert "timeframe:" in problems
+    assert "entry.all[1]: 'smaa(close, 5) > 1' is not a valid expression" in problems
+    assert "did you mean 'sma'" in problems
+    assert "exit: 'close <' is not a valid expression" in problems

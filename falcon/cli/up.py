@@ -1,9 +1,9 @@
 """``falcon up``: the single-node main job.
 
 On first run with an empty ``FALCON_HOME`` it creates the database, loads the bundled sample of
-real market data, creates an admin user (its generated password is printed once), runs the
-screens and a demo backtest, and replays recent sample data through a paper account; then it
-serves the dashboard with the scheduler, the job worker and the trader in the same process.
+real market data, creates an admin user (its generated password is printed once) and runs the
+screens; then it serves the dashboard with the scheduler, the job worker, the alert sender and
+a paper account replaying the last year of sample data (sma_cross), all in the same process.
 Every step is idempotent, so running it again just starts the services.
 """
 

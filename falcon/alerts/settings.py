@@ -1,10 +1,8 @@
-"""The alert settings, read defensively from :class:`~falcon.config.Settings`.
+"""The alert settings: the ``[alerts]`` section of :class:`~falcon.config.Settings` plus secrets.
 
-``falcon.config`` has no ``[alerts]`` section yet. Until it does,
-:meth:`AlertSettings.from_settings` takes every field from ``settings.alerts`` when that section
-exists and has the field, and the default below otherwise, so that adding the section later
-changes nothing here. Secrets (webhook URLs, the SMTP password) come from ``settings.secrets``
-only and are never shown by ``repr``.
+:meth:`AlertSettings.from_settings` copies ``settings.alerts`` and adds the per-channel retry
+policies. Secrets (webhook URLs, the SMTP password) come from ``settings.secrets`` only and are
+never shown by ``repr``.
 """
 
 from __future__ import annotations
@@ -12,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from falcon.config import AlertsSettings
 
 CHANNELS = ("dashboard", "slack", "discord", "email")
 #: Channels that leave the process and go through the outbox worker.
@@ -34,31 +34,13 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class AlertSettings:
-    """Everything the alert engine, channels and the delivery worker need."""
+class AlertSettings(AlertsSettings):
+    """Everything the alert engine, channels and the delivery worker need.
 
-    # Email (smtplib). smtp_to is a comma-separated list of recipients.
-    smtp_host: str = ""
-    smtp_port: int = 587
-    smtp_user: str = ""
-    smtp_from: str = ""
-    smtp_to: str = ""
-    smtp_tls: str = "starttls"  # starttls | ssl | none
-    smtp_timeout_s: float = 20.0
-    http_timeout_s: float = 10.0
-    # Retries (defaults for every channel; see ``retry``) and the per-channel circuit breaker.
-    max_attempts: int = 8
-    backoff_base_s: float = 2.0
-    backoff_cap_s: float = 300.0
-    breaker_threshold: int = 5
-    breaker_cooloff_s: float = 60.0
-    # The delivery worker.
-    claim_lease_s: float = 120.0
-    poll_interval_s: float = 0.25
-    batch_size: int = 50
-    send_concurrency: int = 4
-    # The engine: how often it looks for added/removed rules.
-    rules_refresh_s: float = 10.0
+    The ``[alerts]`` fields come from :class:`falcon.config.AlertsSettings`; this adds the
+    per-channel retry policies and the secrets, which config keeps apart.
+    """
+
     retry: dict[str, RetryPolicy] = field(default_factory=dict)
     # Secrets: never printed.
     slack_webhook_url: str | None = field(default=None, repr=False)

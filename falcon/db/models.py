@@ -402,6 +402,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The last TOTP time step accepted: a code is good once, never replayed within its window.
+    totp_last_counter: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _created()
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -466,10 +468,16 @@ class ServiceRun(Base):
     """A scheduled or service run (screen, sync, housekeeping) for the system page."""
 
     __tablename__ = "service_runs"
-    __table_args__ = (Index("ix_service_runs_name_started", "name", "started_at"),)
+    __table_args__ = (
+        Index("ix_service_runs_name_started", "name", "started_at"),
+        # One row per scheduled firing: two schedulers (two compute nodes) racing for the same
+        # job and time cannot both record, and so cannot both run, it.
+        UniqueConstraint("name", "scheduled_for", name="uq_service_runs_name_scheduled_for"),
+    )
 
     id: Mapped[int] = _id()
     name: Mapped[str] = mapped_column(String(64))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = _created()
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
@@ -498,6 +506,7 @@ class Event(Base):
     """
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_ts", "kind", "ts"),)
 
     id: Mapped[int] = _id()
     ts: Mapped[datetime] = _created()

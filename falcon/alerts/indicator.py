@@ -1,34 +1,34 @@
-"""Indicator conditions: the strategy language evaluated on a rolling window of each ticker's bars.
+"""Indicator conditions: the strategy language evaluated incrementally on each ticker's bars.
 
 A condition such as ``rsi(close, 14) < 30`` is parsed and type-checked with the strategy package's
-own parser and whitelist (nothing is ever run as Python), then compiled to polars by the strategy
-compiler, so an alert and a backtest agree on what ``rsi`` means.
+own parser and whitelist (nothing is ever run as Python), then evaluated by the strategy package's
+streaming evaluator (:class:`falcon.strategy.ExpressionStream`), so an alert and a backtest agree
+on what ``rsi`` means -- to the value, not to a window's approximation: the evaluator keeps each
+function's state per ticker (running sums, Wilder averages, session accumulators) and advances
+every ticker of a batch with a few numpy operations, O(1) per bar, no polars.
 
-Each ticker keeps its last W bars in numpy ring buffers (appending is O(1), no polars per bar);
-W is eight times the condition's look-back (plus slack). Recursive indicators (EMA, Wilder's RSI,
-ATR) computed from a window differ from a full-history value by the weight of the dropped bars,
-(1 - 1/n)^(8n) ~ e^-8 (3e-4) for Wilder smoothing, which is below what a threshold alert can tell.
-Conditions are evaluated for all tickers of a batch at once: one polars query per distinct
-condition, over the concatenated windows, instead of one query per ticker.
+Each ticker also keeps its last W bars in numpy ring buffers (W is eight times the condition's
+look-back plus slack). A condition's stream is fed each ticker's bars once, in order, when it is
+evaluated; the first time a condition meets a ticker (a new rule, a restart) it warms up on the
+bars the ring holds, so its values are those of the full history from the ring's first bar on.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 
 from falcon.domain.market import Bar
 from falcon.errors import ValidationError
 
 if TYPE_CHECKING:
     from falcon.strategy.expr import Node
-    from falcon.strategy.spec import StrategySpec
+    from falcon.strategy.stream import ExpressionStream
 
 __all__ = ["CompiledCondition", "Windows", "compile_condition", "evaluate"]
 
@@ -73,16 +73,6 @@ def compile_condition(text: str) -> CompiledCondition:
     if found.lookback + 1 > MAX_WINDOW:
         raise ValidationError(f"condition {text!r}: needs more than {MAX_WINDOW} bars of history")
     return CompiledCondition(to_text(node), node, found.lookback, found.session)
-
-
-@dataclass(frozen=True)
-class _OneRule:
-    """The slice of a StrategySpec that ``compile_signals`` reads, for a single condition."""
-
-    rules: dict[str, Node]
-    params: dict[str, float] = field(default_factory=dict)
-    uses_session: bool = False
-    atr_period: int | None = None
 
 
 class _Ring:
@@ -137,6 +127,8 @@ class Windows:
 
     def __init__(self) -> None:
         self._rings: dict[str, _Ring] = {}
+        self._seq: dict[str, int] = {}  # bars ever pushed per ticker
+        self._streams: dict[str, _ConditionStream] = {}  # by condition text
 
     def want(self, ticker: str, size: int) -> None:
         """Keep at least ``size`` bars of ``ticker`` from now on."""
@@ -155,41 +147,61 @@ class Windows:
         ring = self._rings.get(bar.ticker)
         if ring is not None:
             ring.append(bar)
+            self._seq[bar.ticker] = self._seq.get(bar.ticker, 0) + 1
 
     def count(self, ticker: str) -> int:
         """Bars currently held for ``ticker``."""
         ring = self._rings.get(ticker)
         return 0 if ring is None else len(ring)
 
-    def frame(self, tickers: Sequence[str]) -> tuple[pl.DataFrame, np.ndarray]:
-        """The windows of ``tickers`` as one frame (sorted by ticker, ts) and each last row."""
-        rings = [self._rings[t] for t in tickers]
-        lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
-        data: dict[str, Any] = {
-            "ticker": pl.Series("ticker", tickers, dtype=pl.String).gather(
-                np.repeat(np.arange(len(tickers)), lengths)
-            ),
-            "ts": pl.Series(
-                "ts", np.concatenate([r.ts[r.start : r.end] for r in rings])
-            ).cast(pl.Datetime("ns", "UTC")),
-        }
-        for j, name in enumerate(_COLUMNS):
-            data[name] = np.concatenate([r.cols[j, r.start : r.end] for r in rings])
-        return pl.DataFrame(data), np.cumsum(lengths) - 1
+
+class _ConditionStream:
+    """One condition's streaming evaluator and how far it has read each ticker's bars."""
+
+    def __init__(self, cond: CompiledCondition) -> None:
+        from falcon.strategy.stream import ExpressionStream
+
+        self.stream: ExpressionStream = ExpressionStream({"c": cond.text}, timeframe="minute")
+        self.fed: dict[str, int] = {}  # Windows._seq of the last bar fed, per ticker
+        self.count: dict[str, int] = {}  # bars fed per ticker
+        self.last: dict[str, bool] = {}  # the value on the last bar fed
+
+    def catch_up(self, windows: Windows, tickers: Sequence[str]) -> None:
+        """Feed each ticker the bars pushed since the last call, in rounds of one bar each."""
+        todo: list[tuple[str, _Ring, int]] = []  # ticker, ring, bars to feed
+        for t in tickers:
+            ring = windows._rings[t]
+            behind = windows._seq.get(t, 0) - self.fed.get(t, 0)
+            if behind > 0:
+                # Bars older than the ring are gone: start (or go on) from what it holds.
+                todo.append((t, ring, min(behind, len(ring))))
+                self.fed[t] = windows._seq.get(t, 0)
+        depth = max((n for _, _, n in todo), default=0)
+        for k in range(depth, 0, -1):  # k bars back from the newest, oldest first
+            groups: dict[int, list[tuple[str, _Ring]]] = {}
+            for t, ring, n in todo:
+                if n >= k:
+                    groups.setdefault(int(ring.ts[ring.end - k]), []).append((t, ring))
+            for ts, members in sorted(groups.items()):
+                idx = [ring.end - k for _, ring in members]
+                cols = np.stack([ring.cols[:, i] for (_, ring), i in
+                                 zip(members, idx, strict=True)], axis=1)
+                names = [t for t, _ in members]
+                values = self.stream.update(
+                    ts, names, {c: cols[j] for j, c in enumerate(_COLUMNS)})["c"]
+                for t, v in zip(names, values.tolist(), strict=True):
+                    self.last[t] = v == 1.0  # null (NaN) is false, as compile_signals fills it
+                    self.count[t] = self.count.get(t, 0) + 1
 
 
 def evaluate(cond: CompiledCondition, windows: Windows, tickers: Sequence[str]) -> dict[str, bool]:
-    """The condition's value on the newest bar of each of ``tickers`` (one polars query).
+    """The condition's value on the newest bar of each of ``tickers`` (tracked by ``windows``).
 
     Tickers without enough history for a first value are left out (their value is unknown).
     """
-    from falcon.strategy.compile import compile_signals
-
-    ready = [t for t in tickers if windows.count(t) > cond.lookback]
-    if not ready:
-        return {}
-    df, last = windows.frame(ready)
-    spec = cast("StrategySpec", _OneRule({"entry_long": cond.node}, uses_session=cond.session))
-    out = compile_signals(spec, df).select("entry_long").collect()
-    values = out.to_series().gather(last).to_list()
-    return {t: bool(v) for t, v in zip(ready, values, strict=True)}
+    stream = windows._streams.get(cond.text)
+    if stream is None:
+        stream = windows._streams[cond.text] = _ConditionStream(cond)
+    tracked = [t for t in tickers if windows.tracks(t)]
+    stream.catch_up(windows, tracked)
+    return {t: stream.last[t] for t in tracked if stream.count.get(t, 0) > cond.lookback}

@@ -59,8 +59,13 @@ class DecisionLog:
         if self.stream is None:
             return
         line = {"event": what, "account": account, "bar_ts": ts.isoformat(), **fields}
+        # No flush per line (a system call each): the trader flushes once per batch.
         self.stream.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
-        self.stream.flush()
+
+    def flush(self) -> None:
+        """Push the lines written so far out (once per batch, after its commit)."""
+        if self.stream is not None:
+            self.stream.flush()
 
     def order_event(self, account: str, event: OrderEvent) -> None:
         """Log an order event (submitted, filled, canceled, rejected)."""
@@ -341,7 +346,8 @@ class Entries:
         sector = t.sectors.get(ticker) or "unknown"
         sector_x = strategy_x = 0.0
         own = state.ledger.marks
-        for tk, pos in state.ledger.positions.items():
+        positions = t.positions()  # a snapshot, shared until the next fill
+        for tk, pos in positions.items():
             value = abs(pos.qty) * marks.get(tk, own.get(tk, pos.avg_cost))
             if (t.sectors.get(tk) or "unknown") == sector:
                 sector_x += value
@@ -349,7 +355,7 @@ class Entries:
                 strategy_x += value
         entries = sum(1 for o in state.book.open_orders if not o.is_exit_leg
                       and (state.meta.get(o.id) or {}).get("purpose") == "entry")
-        return RiskView(equity=equity, open_positions=len(state.ledger.positions) + entries,
+        return RiskView(equity=equity, open_positions=len(positions) + entries,
                         sector_exposure=sector_x, strategy_exposure=strategy_x)
 
 

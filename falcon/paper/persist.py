@@ -350,30 +350,30 @@ def flush_batch(session: Session) -> None:
         b.updates.clear()
     if b.fills:
         state = _state(b)
-        rows = []
-        for cid, values, _ in b.fills:
-            row = Fill(order_id=state.order_ids[cid], **values)
-            rows.append(row)
-        session.add_all(rows)
-        session.flush()
+        rows = [{"order_id": state.order_ids[cid], **values} for cid, values, _ in b.fills]
+        # One multi-row INSERT ... RETURNING (no ORM objects): the ids, in the rows' order.
+        fills = cast(Table, Fill.__table__)
+        ids = session.execute(
+            insert(fills).returning(fills.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
         legs = [
             {"account_id": state.account_id, "txn_id": txn_id_for(values["idempotency_key"]),
-             "book": book, "amount": amount, "order_id": row.order_id, "fill_id": row.id,
+             "book": book, "amount": amount, "order_id": row["order_id"], "fill_id": fill_id,
              "memo": values["idempotency_key"]}
-            for row, (_, values, fill_legs_) in zip(rows, b.fills, strict=True)
+            for row, fill_id, (_, values, fill_legs_) in zip(rows, ids, b.fills, strict=True)
             for book, amount in fill_legs_
         ]
         if legs:
-            session.execute(insert(LedgerEntry), legs)
+            session.execute(insert(cast(Table, LedgerEntry.__table__)), legs)
         b.fills.clear()
     if b.positions:
         _write_positions(session, _state(b).account_id, b.positions)
         b.positions.clear()
     if b.events:
-        session.execute(insert(Event), b.events)
+        session.execute(insert(cast(Table, Event.__table__)), b.events)
         b.events.clear()
     if b.audit:
-        audit.append_many(session, b.audit)
+        audit.append_rows(session, b.audit)
         b.audit.clear()
 
 
@@ -392,20 +392,30 @@ def _write_positions(
         select(Position.ticker).where(Position.account_id == account_id,
                                       Position.ticker.in_(list(live)))
     ))
+    table = cast(Table, Position.__table__)
+    inserts: list[dict[str, Any]] = []
+    updates: dict[bool, list[dict[str, Any]]] = {False: [], True: []}  # by "owner changes"
     for ticker, (change, (qty, avg_cost, realized)) in live.items():
+        values: dict[str, Any] = {"qty": qty, "avg_cost": avg_cost, "realized_pnl": realized}
         if ticker in existing:
-            values: dict[str, Any] = {"qty": qty, "avg_cost": avg_cost, "realized_pnl": realized}
             if change.created:
                 values["strategy"] = change.owner
-            session.execute(
-                update(Position)
-                .where(Position.account_id == account_id, Position.ticker == ticker)
-                .values(**values)
-            )
+            updates[change.created].append({"b_ticker": ticker, **values})
         else:
-            session.add(Position(account_id=account_id, ticker=ticker, strategy=change.owner,
-                                 qty=qty, avg_cost=avg_cost, realized_pnl=realized))
-    session.flush()
+            inserts.append({"account_id": account_id, "ticker": ticker,
+                            "strategy": change.owner, **values})
+    # One executemany per shape rather than a statement (or an ORM object) per ticker.
+    for owned, params in updates.items():
+        if params:
+            keys = ["qty", "avg_cost", "realized_pnl", *(["strategy"] if owned else [])]
+            session.execute(
+                update(table).where(table.c.account_id == account_id,
+                                    table.c.ticker == bindparam("b_ticker"))
+                .values({k: bindparam(k) for k in keys}),
+                params,
+            )
+    if inserts:
+        session.execute(insert(table), inserts)
 
 
 # --- writing events ----------------------------------------------------------------------------
@@ -545,8 +555,8 @@ def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
     # one at a time, so each fill's rows see the position as that fill left it.
     before = state.basis.get(ticker, ZERO)
     realized = state.shadow.apply(fill)
-    after = _basis(state.shadow, ticker)
     pos = state.shadow.positions.get(ticker)
+    after = ZERO if pos is None else money(pos.qty * pos.avg_cost)  # _basis, one snapshot
     legs = fill_legs(ticker, before, after, fill.fee, realized)
     _batch(session).fills.append((order.id, values, legs))
     for book, amount in legs:

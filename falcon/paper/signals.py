@@ -1,30 +1,29 @@
-"""Strategy signals bar by bar: a rolling window per ticker, evaluated by the strategy compiler.
+"""Strategy signals bar by bar: a streaming evaluator per strategy, fed each batch once.
 
-The trader keeps the last ``size`` bars of every watched ticker in numpy arrays (one row per
-ticker) and, for each timestamp batch, builds one polars frame of the windows of the tickers that
-got a bar, runs :func:`falcon.strategy.compile_signals` on it *once per strategy* and reads the last
-row of each ticker. One call per batch rather than per bar: the compiler's fixed cost (planning a
-lazy query) is most of its time on small frames.
+Each :class:`StrategySlot` gets a :class:`SlotStream` holding a
+:class:`falcon.strategy.SignalStream`: per ticker, the state every function of its rules needs
+(ring buffers, running sums, Wilder averages, session accumulators) in numpy arrays, advanced by
+one vectorised step per batch (one timestamp, many tickers). The values are those
+:func:`falcon.strategy.compile_signals` gives on the whole history the trader has seen -- exactly
+what the backtester computes -- not an approximation on a window, so a replay makes the
+backtest's trades. After a restart the trader warms the streams up by feeding them the stored
+history (``Trader.warm``), which rebuilds the same state.
 
-A window of ``spec.warmup_bars + margin`` bars gives exactly the values a full history would for
-windowed indicators (SMA, rolling max/min, Bollinger); recursive ones (EMA, Wilder's RSI/ATR)
-depend on where they were seeded and only converge to the full-history value, which is why the
-margin is generous by default.
+:class:`Windows` keeps only the start times of each ticker's last few bars, for ``max_bars``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from falcon.domain.market import Bar
-from falcon.strategy import StrategySpec, compile_signals
+from falcon.strategy import SignalStream, StrategySpec
 
-__all__ = ["Signal", "StrategySlot", "Windows", "evaluate"]
+__all__ = ["BarColumns", "Signal", "SlotStream", "StrategySlot", "Windows"]
 
 _FIELDS = ("open", "high", "low", "close", "volume")
 
@@ -47,13 +46,13 @@ class StrategySlot:
     name: str
     spec: StrategySpec
     tickers: frozenset[str] | None = None
-    margin: int = 50
+    margin: int = 50  # kept for callers; the streaming evaluator needs no window margin
 
     @property
     def length(self) -> int:
-        """Bars of history evaluated per decision."""
+        """Bars of start times kept per ticker (for ``max_bars``)."""
         extra = self.spec.risk.max_bars or 0
-        return max(self.spec.warmup_bars + self.margin, extra + 2, 3)
+        return max(extra + 2, 3)
 
     def trades(self, ticker: str) -> bool:
         """True when ``ticker`` is in this strategy's universe."""
@@ -61,48 +60,38 @@ class StrategySlot:
 
 
 class Windows:
-    """The last ``size`` bars of each ticker, newest last, in preallocated numpy rows."""
+    """The start times of each ticker's last ``size`` bars, newest last (for ``max_bars``)."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("window size must be >= 1")
         self.size = size
         self.index: dict[str, int] = {}
-        self.names: list[str] = []
         cap = 16
         self.ts = np.zeros((cap, size), dtype=np.int64)
-        self.data = {f: np.zeros((cap, size), dtype=np.float64) for f in _FIELDS}
         self.count = np.zeros(cap, dtype=np.int64)
 
     def _row(self, ticker: str) -> int:
         row = self.index.get(ticker)
         if row is not None:
             return row
-        row = len(self.names)
+        row = len(self.index)
         if row >= len(self.count):
             grow = len(self.count)
             self.ts = np.vstack([self.ts, np.zeros((grow, self.size), dtype=np.int64)])
-            for f in _FIELDS:
-                self.data[f] = np.vstack([self.data[f], np.zeros((grow, self.size))])
             self.count = np.concatenate([self.count, np.zeros(grow, dtype=np.int64)])
         self.index[ticker] = row
-        self.names.append(ticker)
         return row
 
-    def push(self, bars: Sequence[Bar]) -> None:
+    def push(self, bars: BarColumns) -> None:
         """Append one bar per ticker (a batch of one timestamp); the oldest falls out."""
-        if not bars:
+        if not bars.tickers:
             return
-        rows = np.fromiter((self._row(b.ticker) for b in bars), dtype=np.int64, count=len(bars))
-        ns = np.fromiter((int(b.ts.timestamp() * 1_000_000) * 1000 for b in bars),
-                         dtype=np.int64, count=len(bars))
-        self.ts[rows, :-1] = self.ts[rows, 1:]
-        self.ts[rows, -1] = ns
-        for f in _FIELDS:
-            arr = self.data[f]
-            arr[rows, :-1] = arr[rows, 1:]
-            arr[rows, -1] = np.fromiter((getattr(b, f) for b in bars), dtype=np.float64,
-                                        count=len(bars))
+        rows = np.fromiter((self._row(t) for t in bars.tickers), dtype=np.int64,
+                           count=len(bars.tickers))
+        if self.size > 1:
+            self.ts[rows, :-1] = self.ts[rows, 1:]
+        self.ts[rows, -1] = bars.ts_ns
         self.count[rows] = np.minimum(self.count[rows] + 1, self.size)
 
     def held(self, ticker: str, since_ns: int) -> int:
@@ -113,48 +102,60 @@ class Windows:
         n = int(self.count[row])
         return int(np.count_nonzero(self.ts[row, self.size - n :] >= since_ns))
 
-    def frame(
-        self, tickers: Iterable[str], length: int
-    ) -> tuple[pl.DataFrame, list[str], np.ndarray]:
-        """The last ``length`` bars of ``tickers`` (sorted by ticker, ts), the tickers in it and
-        how many rows each has."""
-        names = sorted(t for t in set(tickers) if t in self.index)
-        if not names:
-            return pl.DataFrame(), [], np.zeros(0, dtype=np.int64)
-        rows = np.array([self.index[t] for t in names], dtype=np.int64)
-        span = min(length, self.size)
-        counts = np.minimum(self.count[rows], span)
-        mask = np.arange(span)[None, :] >= (span - counts)[:, None]
-        cols: dict[str, object] = {
-            "ticker": np.repeat(np.array(names, dtype=object), counts),
-            "ts": pl.Series(self.ts[rows, -span:][mask]).cast(pl.Datetime("ns", "UTC")),
-        }
-        for f in _FIELDS:
-            cols[f] = self.data[f][rows, -span:][mask]
-        return pl.DataFrame(cols), names, counts
+
+@dataclass(frozen=True)
+class BarColumns:
+    """One batch's bars as columns (built once, shared by every strategy)."""
+
+    tickers: tuple[str, ...]
+    ts_ns: int
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, bars: Sequence[Bar]) -> BarColumns:
+        """The columns of ``bars`` (one timestamp, one bar per ticker)."""
+        n = len(bars)
+        ts_ns = int(bars[0].ts.timestamp() * 1_000_000) * 1000 if bars else 0
+        values = {f: np.fromiter((getattr(b, f) for b in bars), dtype=np.float64, count=n)
+                  for f in _FIELDS}
+        return cls(tuple(b.ticker for b in bars), ts_ns, values)
 
 
-def evaluate(slot: StrategySlot, windows: Windows, tickers: Iterable[str]) -> dict[str, Signal]:
-    """Signals of ``slot`` on the newest bar of each of ``tickers``."""
-    frame, names, counts = windows.frame((t for t in tickers if slot.trades(t)), slot.length)
-    if not names:
-        return {}
-    out = compile_signals(slot.spec, frame).collect()
-    last = np.cumsum(counts) - 1
-    flags = {c: out[c].to_numpy()[last] for c in ("entry_long", "exit_long", "entry_short",
-                                                 "exit_short")}
-    atr = out["atr"].to_numpy()[last] if "atr" in out.columns else None
-    signals: dict[str, Signal] = {}
-    for i, name in enumerate(names):
-        a = None
-        if atr is not None:
-            value = float(atr[i]) if atr[i] is not None else math.nan
-            a = value if math.isfinite(value) else None
-        signals[name] = Signal(
-            bool(flags["entry_long"][i]),
-            bool(flags["exit_long"][i]),
-            bool(flags["entry_short"][i]),
-            bool(flags["exit_short"][i]),
-            a,
-        )
-    return signals
+class SlotStream:
+    """A strategy slot's streaming signals: every bar of its universe goes through it once."""
+
+    def __init__(self, slot: StrategySlot) -> None:
+        self.slot = slot
+        self.stream = SignalStream(slot.spec)
+
+    def push(self, bars: BarColumns, held: Container[str] | None = None) -> dict[str, Signal]:
+        """Advance the slot's tickers among ``bars``; the signals on their new bars.
+
+        Only tickers that can lead to a decision are returned: those with an entry signal and
+        those in ``held`` (positions, whose exits need every bar's signals). ``held=None``: all.
+        """
+        tickers, values = bars.tickers, bars.values
+        if self.slot.tickers is not None:
+            keep = [i for i, t in enumerate(tickers) if self.slot.trades(t)]
+            if len(keep) != len(tickers):
+                idx = np.array(keep, dtype=np.int64)
+                tickers = tuple(tickers[i] for i in keep)
+                values = {f: v[idx] for f, v in values.items()}
+        if not tickers:
+            return {}
+        out = self.stream.update(bars.ts_ns, tickers, **values)
+        if held is None:
+            wanted: Sequence[int] = range(len(tickers))
+        else:
+            entry = np.flatnonzero(out.entry_long | out.entry_short).tolist()
+            owned = [i for i, t in enumerate(tickers) if t in held]
+            wanted = sorted(set(entry).union(owned))
+        atr = out.atr
+        signals: dict[str, Signal] = {}
+        for i in wanted:
+            a = None
+            if atr is not None and math.isfinite(atr[i]):
+                a = float(atr[i])
+            signals[tickers[i]] = Signal(bool(out.entry_long[i]), bool(out.exit_long[i]),
+                                         bool(out.entry_short[i]), bool(out.exit_short[i]), a)
+        return signals

@@ -28,7 +28,7 @@ session, early closes included).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -40,17 +40,23 @@ from falcon import audit, calendar
 from falcon.db.engine import transaction
 from falcon.db.models import Order, PaperAccount, Ticker
 from falcon.db.types import utcnow
-from falcon.domain.events import CancelReason, OrderEvent, OrderRejected, RejectReason
+from falcon.domain.events import (
+    CancelReason,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    RejectReason,
+)
 from falcon.domain.market import Bar
 from falcon.domain.orders import Order as DomainOrder
-from falcon.domain.orders import Side
+from falcon.domain.orders import Position, Side
 from falcon.execution.fills import CostModel
 from falcon.paper import persist, restore
 from falcon.paper.decisions import DecisionLog, Entries, client_order_id
 from falcon.paper.limits import RiskLimits
 from falcon.paper.persist import ACTOR, AccountState, money
 from falcon.paper.picks import PickBook
-from falcon.paper.signals import Signal, StrategySlot, Windows, evaluate
+from falcon.paper.signals import BarColumns, Signal, SlotStream, StrategySlot, Windows
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,8 @@ class Trader:
             self.state: AccountState = restore.load_state(s, account_id, self.costs)
             self.sectors = {t: sec for t, sec in s.execute(select(Ticker.ticker, Ticker.sector))}
         self.windows = Windows(max((sl.length for sl in self.slots), default=3))
+        self.streams = [SlotStream(sl) for sl in self.slots]
+        self._positions: Mapping[str, Position] | None = None  # see positions()
         self.picks = PickBook(enabled=picks)
         self.entries = Entries(self)
         self.day: date | None = None
@@ -150,8 +158,14 @@ class Trader:
         return n
 
     def _warm_batch(self, batch: list[Bar]) -> None:
-        kept = [b for b in _unique(batch) if in_session(b.ts, self.kind)]
-        self.windows.push(kept)
+        # warm() groups bars by timestamp: one session test per batch.
+        kept = _unique(batch) if in_session(batch[0].ts, self.kind) else []
+        if not kept:
+            return
+        columns = BarColumns.of(kept)
+        self.windows.push(columns)
+        for stream in self.streams:
+            stream.push(columns, ())  # the same state the live batches would have built
         for b in kept:
             self.state.ledger.mark(b.ticker, b.close)
 
@@ -165,11 +179,12 @@ class Trader:
         if any(b.ts != ts for b in batch):
             raise ValueError("a batch holds the bars of one timestamp")
         result = BatchResult(ts=ts, bars=len(batch))
+        self._positions = None
         last = self.state.last_bar_ts
         if last is not None and ts <= last:
             result.skipped = True
             return result
-        bars = [b for b in _unique(batch) if in_session(ts, self.kind)]
+        bars = _unique(batch) if in_session(ts, self.kind) else []  # one timestamp: one test
         try:
             with transaction(self.sessions) as s:
                 account = s.get(PaperAccount, self.state.account_id, with_for_update=self._pg)
@@ -188,10 +203,20 @@ class Trader:
             # The database rolled back; memory must not keep what it forgot.
             self._reload()
             raise
+        finally:
+            self.log.flush()
         self.state.last_bar_ts = ts
         return result
 
+    def positions(self) -> Mapping[str, Position]:
+        """The ledger's positions, snapshotted once until the next fill (sizing reads them for
+        every entry; building the snapshot each time cost more than the rest of sizing)."""
+        if self._positions is None:
+            self._positions = self.state.ledger.positions
+        return self._positions
+
     def _reload(self) -> None:
+        self._positions = None
         with transaction(self.sessions) as s:
             marks = dict(self.state.ledger.marks)
             self.state = restore.load_state(s, self.state.account_id, self.costs)
@@ -201,6 +226,8 @@ class Trader:
     def _record(self, s: Session, events: list[OrderEvent], result: BatchResult) -> None:
         if not events:
             return
+        if any(isinstance(e, OrderFilled) for e in events):
+            self._positions = None  # every fill of the trader passes here
         persist.record_events(s, self.state, events)
         result.events += events
         for e in events:
@@ -234,8 +261,9 @@ class Trader:
             self._record(s, book.end_session(ts), result)
         persist.sync_live_orders(s, state)
         self._judge_equity(s, ts)
-        self.windows.push(bars)
-        self._strategies(s, bars, result)
+        columns = BarColumns.of(bars)
+        self.windows.push(columns)
+        self._strategies(s, columns, ts, result)
         self.entries.picks(s, bars, result)
 
     # --- risk state ---------------------------------------------------------------------------
@@ -271,7 +299,7 @@ class Trader:
         ledger = self.state.ledger
         own = ledger.marks
         return ledger.cash + sum(
-            p.qty * marks.get(t, own.get(t, p.avg_cost)) for t, p in ledger.positions.items()
+            p.qty * marks.get(t, own.get(t, p.avg_cost)) for t, p in self.positions().items()
         )
 
     def _judge_equity(self, s: Session, ts: datetime) -> None:
@@ -322,32 +350,42 @@ class Trader:
             self.log.decision(state.name, "halted" if account.halted else "resumed", ts=ts,
                               reason=account.halt_reason, by="outside")
         since, self._external_since = self._external_since, utcnow() - timedelta(seconds=60)
-        rows = s.scalars(
-            select(Order).where(
+        # Columns only: most rows are the trader's own recent orders, already known; whole rows
+        # are loaded only for pending orders submitted from outside.
+        changed = s.execute(
+            select(Order.id, Order.client_order_id, Order.status).where(
                 Order.account_id == state.account_id,
                 Order.status.in_(("pending", "canceled")),
                 Order.updated_at >= since,
             )
-        )
-        live = {o.id for o in state.book.open_orders}
-        for row in rows:
-            cid = row.client_order_id
-            if row.status == "pending" and cid not in state.pending:
-                state.order_ids[cid] = row.id
-                state.meta[cid] = persist._parse_meta(row.reason)
-                state.pending[cid] = row
-            elif row.status == "canceled":
+        ).all()
+        live: set[str] | None = None
+        new_pending: list[int] = []
+        for oid, cid, status in changed:
+            if status == "pending" and cid not in state.pending:
+                new_pending.append(oid)
+            elif status == "canceled":
+                if live is None:
+                    live = {o.id for o in state.book.open_orders}
                 if cid in live:
                     persist.record_events(s, state, state.book.cancel(cid, ts, CancelReason.USER))
                 state.pending.pop(cid, None)
+        if new_pending:
+            for row in s.scalars(select(Order).where(Order.id.in_(new_pending))):
+                cid = row.client_order_id
+                state.order_ids[cid] = row.id
+                state.meta[cid] = persist._parse_meta(row.reason)
+                state.pending[cid] = row
 
     # --- strategies ---------------------------------------------------------------------------
 
-    def _strategies(self, s: Session, bars: list[Bar], result: BatchResult) -> None:
-        tickers = [b.ticker for b in bars]
-        ts = bars[0].ts
-        for slot in self.slots:
-            signals = evaluate(slot, self.windows, tickers)
+    def _strategies(self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult
+                    ) -> None:
+        held = set(self.positions())
+        for stream in self.streams:
+            slot = stream.slot
+            # A flat ticker without an entry signal leads to no decision: not even looked at.
+            signals = stream.push(bars, held)
             for ticker in sorted(signals):
                 self._decide(s, slot, ticker, signals[ticker], ts, result)
 

@@ -4,6 +4,7 @@ The public API, used by the backtester and the paper trader::
 
     spec = load_spec("my_strategy.json", params={"fast": 5})   # or builtin_spec("sma_cross")
     signals = compile_signals(spec, bars)    # + entry_long, exit_long, entry_short, exit_short
+    stream = SignalStream(spec)               # the same signals, one batch of bars at a time
     spec.risk                                # falcon.domain.rules.RiskRules
     spec.warmup_bars                         # history the rules need before their first value
 
@@ -23,11 +24,15 @@ from falcon.strategy.spec import (
     load_spec,
     schema,
 )
+from falcon.strategy.stream import BatchSignals, ExpressionStream, SignalStream
 
 __all__ = [
     "SCHEMA_ID",
     "SIGNAL_COLUMNS",
+    "BatchSignals",
+    "ExpressionStream",
     "ParamSpec",
+    "SignalStream",
     "StrategySpec",
     "Universe",
     "builtin_document",

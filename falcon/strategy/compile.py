@@ -119,10 +119,12 @@ class _Compiler:
             out = a == b
         elif op == "!=":
             out = a != b
+        # The previous bar's comparison is made on the difference, a column: shifting a bare
+        # literal (``rsi(close, 14) crosses_above 30``) would give null and never fire.
         elif op == "crosses_above":
-            out = (a > b) & (_shift(a, 1) <= _shift(b, 1))
+            out = (a > b) & (_shift(a - b, 1) <= 0)
         elif op == "crosses_below":
-            out = (a < b) & (_shift(a, 1) >= _shift(b, 1))
+            out = (a < b) & (_shift(a - b, 1) >= 0)
         elif op == "and":
             out = a & b
         elif op == "or":

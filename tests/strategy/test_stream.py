@@ -162,9 +162,6 @@ NUMERIC = st.sampled_from([
 
 def _compare(t: tuple[str, str, str]) -> str:
     left, op, right = t
-    if op.startswith("crosses_") and "50" in (left, right):
-        # A crossing of a constant: see test_crossing_a_constant.
-        op = op.replace("crosses_above", ">").replace("crosses_below", "<")
     return f"{left} {op} {right}"
 
 
@@ -247,8 +244,6 @@ def test_session_functions_reset_at_the_next_session() -> None:
         assert part.filter(pl.col("mso") < 0)["vwap"].is_nan().all()
 
 
-@pytest.mark.xfail(strict=True, reason="compile.py shifts a literal to null, so 'x crosses_above "
-                   "50' never fires there (reported); the stream compares with the previous bar")
 def test_crossing_a_constant() -> None:
     frame = _frame(2, 2, 0.0).with_columns(close=pl.col("close") - pl.col("close").mean() + 50)
     spec = load_spec({"name": "c", "entry": "close crosses_above 50",

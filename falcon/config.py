@@ -82,6 +82,7 @@ class WebSettings:
     port: int = 8080
     secure_cookies: bool = True
     behind_proxy: bool = False  # trust X-Forwarded-For/-Proto from one proxy (nginx)
+    events_retention_days: int = 7  # housekeeping deletes older live-update events
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def cli() -> None:
     \b
     Examples:
       falcon user add alice --admin
+      falcon user admin bob
       falcon user token alice --name grafana
       falcon user list
     """
@@ -85,6 +86,30 @@ def passwd_cmd(name: str, password_stdin: bool) -> None:
     with transaction(ctx.sessions) as session:
         set_password(session, name, password)
     click.echo(f"password of {name} changed")
+
+
+@cli.command("admin")
+@click.argument("name")
+@click.option("--revoke", is_flag=True, help="Take the admin rights away instead.")
+def admin_cmd(name: str, revoke: bool) -> None:
+    """Make NAME an admin (or, with --revoke, no longer one).
+
+    Only admins may halt, resume or cancel paper trading and promote or retire strategies from
+    the dashboard and the API; every user can read every page and queue backtests and research.
+
+    \b
+    Examples:
+      falcon user admin alice
+      falcon user admin bob --revoke
+    """
+    from falcon.db.engine import transaction
+    from falcon.web.users import set_admin
+
+    ctx = app()
+    ctx.ready_engine()
+    with transaction(ctx.sessions) as session:
+        set_admin(session, name, not revoke)
+    click.echo(f"{name} is {'no longer ' if revoke else ''}an admin")
 
 
 @cli.command("remove")

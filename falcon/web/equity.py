@@ -31,8 +31,9 @@ from falcon.data.reader import read_bars
 from falcon.db.models import DataImport, Fill, PaperAccount
 from falcon.errors import FalconError
 
-_CACHE_SIZE = 16
+_CACHE_SIZE = 32
 _cache: OrderedDict[tuple[object, ...], object] = OrderedDict()
+_building: dict[tuple[object, ...], threading.Lock] = {}
 T = TypeVar("T")
 _lock = threading.Lock()
 
@@ -138,17 +139,31 @@ def data_version(session: Session) -> int | None:
 def memo(key: tuple[object, ...], build: Callable[[], T]) -> T:
     """``build()``, remembered under ``key`` in a small per-process LRU (thread-safe).
 
-    Two threads missing the same key may both build it; the result is the same either way.
+    Threads missing the same key at once build it once: the others wait for that build instead
+    of repeating it (after a new fill, every busy thread of a worker would otherwise rebuild the
+    same page at the same time).
     """
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
             return cast(T, _cache[key])
-    value = build()
-    with _lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        building = _building.setdefault(key, threading.Lock())
+    with building:
+        with _lock:
+            if key in _cache:  # another thread built it while this one waited
+                _cache.move_to_end(key)
+                return cast(T, _cache[key])
+        try:
+            value = build()
+        except BaseException:
+            with _lock:
+                _building.pop(key, None)
+            raise
+        with _lock:
+            _cache[key] = value
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+            _building.pop(key, None)
     return value
 
 

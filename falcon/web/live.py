@@ -19,13 +19,15 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Delete, Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.db.models import Event
+from falcon.db.types import utcnow
 from falcon.web import serialize
 from falcon.web.extensions import db
 from falcon.web.queries import public_events
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__, url_prefix="/events")
 BATCH = 100
 RECONNECT_MS = 2000
+PRUNE_BATCH = 5000
 
 
 CHANNEL = "falcon_events"
@@ -172,3 +175,50 @@ def stream() -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each frame on at once
     return response
+
+
+# --- housekeeping ---------------------------------------------------------------------------
+
+
+def prune_events(
+    engine_or_session: Engine | Session, older_than: timedelta | datetime
+) -> int:
+    """Delete events older than ``older_than`` (an age, or a UTC cut-off time); returns how many.
+
+    Events are the live-update transport, not a record (fills, orders and the audit log keep
+    that), so the table only needs the last few days: a browser that reconnects resumes from an
+    id seconds old, and login throttling looks back minutes. The retention is
+    ``[web] events_retention_days`` (default 7); the scheduler's housekeeping calls this with it.
+
+    Deletes in batches of :data:`PRUNE_BATCH` rows so that PostgreSQL never holds one long lock
+    over the table the live pages read. With an :class:`Engine` each batch commits on its own;
+    with a :class:`Session` the batches join the session's transaction and the caller commits.
+    """
+    if isinstance(older_than, timedelta):
+        if older_than <= timedelta(0):
+            raise ValueError(f"prune_events: older_than must be positive, got {older_than}")
+        cutoff = utcnow() - older_than
+    else:
+        if older_than.tzinfo is None:
+            raise ValueError("prune_events: older_than must be an aware (UTC) datetime")
+        cutoff = older_than
+    oldest = select(Event.id).where(Event.ts < cutoff).order_by(Event.id).limit(PRUNE_BATCH)
+    stmt = delete(Event).where(Event.id.in_(oldest.scalar_subquery()))
+    total = 0
+    while True:
+        if isinstance(engine_or_session, Engine):
+            with engine_or_session.begin() as conn:
+                deleted = _delete(conn, stmt)
+        else:
+            deleted = _delete(engine_or_session, stmt)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    if total:
+        log.info("pruned %d events older than %s", total, cutoff.isoformat())
+    return total
+
+
+def _delete(target: Connection | Session, stmt: Delete) -> int:
+    result = target.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,10 +11,11 @@ to a cross-site request by itself (and there is no CORS to let a site ask for it
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
@@ -56,6 +57,30 @@ def public(view: F) -> F:
     """Mark a view as reachable without logging in (login, health, metrics)."""
     setattr(view, _PUBLIC, True)
     return view
+
+
+ADMIN_ONLY_MESSAGE = "only an admin may do this (ask an admin: falcon user create --admin)"
+
+
+def admin_required(view: F) -> F:
+    """Let only admins (``users.is_admin``) run ``view``: 403 for everyone else.
+
+    Admin-only are the actions that change what the paper trader does: halting, resuming and
+    cancelling orders, promoting and retiring strategies. Reading pages, running backtests and
+    queuing research stay open to every user. Applied under the route decorator, after the
+    login and CSRF checks of :class:`Guard` have run.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        user = current_user()
+        if user is None or not user.is_admin:
+            if is_api_request():
+                return json_error(403, ADMIN_ONLY_MESSAGE)
+            abort(403, ADMIN_ONLY_MESSAGE)
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def current_user() -> User | None:

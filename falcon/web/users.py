@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import secrets
 from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from falcon.db.models import ApiToken, Event, User
@@ -99,6 +100,11 @@ def set_password(session: Session, username: str, password: str) -> None:
     get_user(session, username).password_hash = hash_password(password)
 
 
+def set_admin(session: Session, username: str, admin: bool) -> None:
+    """Grant or revoke admin rights (halt, resume, cancel, promote, retire: see ``security``)."""
+    get_user(session, username).is_admin = admin
+
+
 def delete_user(session: Session, username: str) -> None:
     """Remove a user and (by cascade) their API tokens."""
     user = get_user(session, username)
@@ -173,6 +179,7 @@ def enable_totp(session: Session, username: str, *, issuer: str = "Falcon") -> s
 
     user = get_user(session, username)
     user.totp_secret = pyotp.random_base32()
+    user.totp_last_counter = None  # steps of the old secret say nothing about the new one
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=username, issuer_name=issuer)
 
 
@@ -181,16 +188,52 @@ def disable_totp(session: Session, username: str) -> None:
     get_user(session, username).totp_secret = None
 
 
-def verify_totp(user: User, code: str) -> bool:
-    """True when ``code`` is the user's current TOTP code (one step of clock drift allowed)."""
+TOTP_DRIFT_STEPS = 1  # codes of one time step before or after now are accepted (clock drift)
+
+
+def totp_step(user: User, code: str, *, at: datetime | None = None) -> int | None:
+    """The time step whose code ``code`` is (now, or one step either side), else None.
+
+    Pure: says nothing about whether the code was used before (see :func:`verify_totp`).
+    """
     import pyotp
 
     if not user.totp_secret:
-        return False
+        return None
     code = code.strip().replace(" ", "")
     if not code.isdigit():
+        return None
+    totp = pyotp.TOTP(user.totp_secret)
+    now = at or utcnow()
+    current = totp.timecode(now)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def verify_totp(session: Session, user: User, code: str, *, at: datetime | None = None) -> bool:
+    """True when ``code`` is the user's TOTP code and was never accepted before.
+
+    A code is good once: its time step is recorded in ``users.totp_last_counter`` and a code of
+    that step or an earlier one is refused afterwards, so a code seen over a shoulder or in a
+    proxy log cannot be replayed within its window. The claim is one conditional UPDATE, so two
+    workers racing with the same code cannot both win. The caller commits.
+    """
+    step = totp_step(user, code, at=at)
+    if step is None:
         return False
-    return bool(pyotp.TOTP(user.totp_secret).verify(code, valid_window=1))
+    claimed = session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .where(or_(User.totp_last_counter.is_(None), User.totp_last_counter < step))
+        .values(totp_last_counter=step)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claimed, "rowcount", 0) != 1:
+        return False
+    session.refresh(user, ["totp_last_counter"])
+    return True
 
 
 # --- login rate limit ------------------------------------------------------------------------

@@ -160,9 +160,13 @@ class AuthActions:
 
 @pytest.fixture
 def auth(app: Flask, client: FlaskClient) -> AuthActions:
-    """Auth helper over ``app`` and ``client``; a user alice exists."""
+    """Auth helper over ``app`` and ``client``; a user alice exists, an admin.
+
+    Most tests exercise admin-only actions (halt, cancel, promote) as alice; the tests of the
+    admin requirement create a user without it.
+    """
     helper = AuthActions(app, client)
-    helper.create()
+    helper.create(admin=True)
     return helper
 
 

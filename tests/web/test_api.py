@@ -30,7 +30,7 @@ def test_token_auth_and_revocation(app: Flask, client: FlaskClient, auth: AuthAc
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/me", headers=headers).json == {
         "username": "alice",
-        "is_admin": False,
+        "is_admin": True,
         "totp": False,
     }
     with sessions_of(app).begin() as s:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pyotp
 import pytest
 from argon2 import PasswordHasher
@@ -164,6 +166,51 @@ def test_totp_flow(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
     )
     assert ok.status_code == 302 and ok.headers["Location"] == "/system/"
     assert client.get("/").status_code == 200
+
+
+def test_totp_code_is_accepted_once(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    with sessions_of(app).begin() as s:
+        users.enable_totp(s, "alice")
+    code = pyotp.TOTP(str(_user(app).totp_secret)).now()
+
+    def second_step() -> int:
+        assert auth.login().headers["Location"] == "/login/totp"
+        response = client.post("/login/totp", data={"code": code, "csrf_token": csrf(client)})
+        return response.status_code
+
+    assert second_step() == 302 and client.get("/").status_code == 200
+    assert _user(app).totp_last_counter is not None
+    auth.logout()
+    # Replaying the same code (seen over a shoulder, in a log) is refused and counted as a failure.
+    assert second_step() == 200
+    assert client.get("/").status_code == 302
+    with sessions_of(app)() as s:
+        assert s.scalar(select(func.count()).select_from(Event)
+                        .where(Event.kind == "login_failed")) == 1
+
+
+def test_verify_totp_refuses_the_same_or_an_earlier_step(app: Flask, auth: AuthActions) -> None:
+    with sessions_of(app).begin() as s:
+        users.enable_totp(s, "alice")
+    user = _user(app)
+    totp = pyotp.TOTP(str(user.totp_secret))
+    now = datetime(2026, 3, 2, 15, 0, 10, tzinfo=UTC)
+    step = totp.timecode(now)
+    later = now + timedelta(seconds=30)
+    with sessions_of(app).begin() as s:
+        alice = s.get(User, user.id)
+        assert alice is not None
+        assert users.totp_step(alice, totp.at(now), at=now) == step
+        assert users.verify_totp(s, alice, totp.at(now), at=now)
+        assert alice.totp_last_counter == step
+        assert not users.verify_totp(s, alice, totp.at(now), at=now)  # same code again
+        # Still inside the drift window 30 s later, but its step is used up.
+        assert not users.verify_totp(s, alice, totp.at(now), at=later)
+        # The previous step's code (valid by drift) is older than the accepted one: refused.
+        assert not users.verify_totp(s, alice, totp.at(now - timedelta(seconds=30)), at=now)
+        assert users.verify_totp(s, alice, totp.at(later), at=later)  # the next code works
+        assert not users.verify_totp(s, alice, "12345x", at=later)
+    assert _user(app).totp_last_counter == step + 1
 
 
 @SQLITE_ONLY

@@ -130,3 +130,17 @@ def test_web_command_builds_the_app_and_serves(
     result = runner.invoke(main, ["web", "--port", "9999"])
     assert result.exit_code == 0, result.output
     assert served["port"] == 9999 and served["host"] == "127.0.0.1" and served["threaded"] is True
+
+
+def test_admin_grants_and_revokes(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["user", "add", "bob", "--password-stdin"],
+                         input=f"{PW}\n").exit_code == 0
+    assert _users(runner)[0]["admin"] is False
+    granted = runner.invoke(main, ["user", "admin", "bob"])
+    assert granted.exit_code == 0 and "bob is an admin" in granted.output
+    assert _users(runner)[0]["admin"] is True
+    revoked = runner.invoke(main, ["user", "admin", "bob", "--revoke"])
+    assert revoked.exit_code == 0 and "no longer an admin" in revoked.output
+    assert _users(runner)[0]["admin"] is False
+    missing = runner.invoke(main, ["user", "admin", "nobody"])
+    assert missing.exit_code != 0 and "nobody" in missing.output

@@ -37,7 +37,7 @@ def api_schema(_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory)
     shutil.copyfile(_sqlite_template, db_file)
     app = make_app(f"sqlite:///{db_file}")
     with sessions_of(app).begin() as s:
-        user = users.create_user(s, "fuzz", PASSWORD)
+        user = users.create_user(s, "fuzz", PASSWORD, is_admin=True)  # reaches admin-only ops
         s.add(
             ApiToken(
                 user_id=user.id,

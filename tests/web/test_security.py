@@ -82,7 +82,7 @@ def test_csrf_is_enforced_on_every_change(
 ) -> None:
     client = sqlite_app.test_client()
     auth = AuthActions(sqlite_app, client)
-    auth.create()
+    auth.create(admin=True)
     if endpoint not in {"auth.login", "auth.login_totp"}:
         assert auth.login().status_code == 302
     csrf(client)
@@ -94,7 +94,7 @@ def test_csrf_is_enforced_on_every_change(
 def test_api_token_requests_need_no_csrf(sqlite_app: Flask) -> None:
     client = sqlite_app.test_client()
     auth = AuthActions(sqlite_app, client)
-    auth.create()
+    auth.create(admin=True)
     token = auth.token()
     response = client.post(
         "/api/v1/paper/halt", headers={"Authorization": f"Bearer {token}"}, json={}

@@ -1,5 +1,5 @@
 /* Falcon charts: draws every <figure class="chart-slot"> from the JSON chart its page embeds,
- * and follows queued backtest jobs (.job-status) until they finish.
+ * and follows queued backtest jobs (.job-status) until they finish (falcon.js polls them).
  *
  * A chart is {"series": [{"name", "type": "line"|"area"|"candlestick", "data", "color",
  * "percent", "markers"}], "note"} as built by falcon/web/charts.py, read from
@@ -12,10 +12,6 @@
  */
 (function () {
   "use strict";
-
-  var POLL_MS = 1000;
-  var POLL_MAX_MS = 5000;
-  var FINAL = { done: true, failed: true, canceled: true, cancelled: true };
 
   function readJSON(id) {
     var node = id && document.getElementById(id);
@@ -136,65 +132,21 @@
     figure.falconMarkers = plugin;
   }
 
-  /* --- queued backtests --------------------------------------------------------------------- */
+  /* --- queued backtests: followed by the shared job panel of falcon.js ------------------- */
 
-  function runId(result) {
-    if (!result) { return null; }
-    var id = result.run_id || result.backtest_id || result.backtest_run_id;
-    return typeof id === "number" && id > 0 ? id : null;
-  }
-
-  function showJob(panel, job) {
-    var state = panel.querySelector(".job-state");
-    var note = panel.querySelector(".job-note");
-    var bar = panel.querySelector("progress");
-    var out = panel.querySelector(".job-result");
-    if (state) { state.textContent = job.status; }
-    if (note) { note.textContent = job.progress_note || ""; }
-    if (bar) { bar.value = job.status === "done" ? 1 : (Number(job.progress) || 0); }
-    panel.setAttribute("data-status", job.status);
-    if (!out || !FINAL[job.status]) { return; }
-    panel.classList.add(job.status === "done" ? "done" : "failed");
-    out.textContent = "";
-    var id = runId(job.result);
-    if (job.status === "done" && id) {
-      var a = document.createElement("a");
-      a.href = panel.getAttribute("data-result-base") + id;
-      a.className = "job-link";
-      a.textContent = "Open backtest #" + id;
-      out.appendChild(a);
-    } else if (job.status === "done") {
-      out.textContent = "Done: reload the page for the new backtest.";
-    } else {
-      out.textContent = job.error || ("Job " + job.status + ".");
-    }
-  }
-
-  function follow(panel) {
-    var url = panel.getAttribute("data-job-url");
-    var wait = POLL_MS;
-    function tick() {
-      window.falcon.fetch(url).then(function (r) {
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      }).then(function (job) {
-        showJob(panel, job);
-        if (!FINAL[job.status]) { setTimeout(tick, POLL_MS); }
-      }).catch(function () {
-        wait = Math.min(wait * 2, POLL_MAX_MS);  // a restarting server: back off, keep trying
-        setTimeout(tick, wait);
-      });
-    }
-    tick();
-  }
+  var BACKTEST = {
+    resultId: function (result) {
+      return result && (result.run_id || result.backtest_id || result.backtest_run_id);
+    },
+    linkText: "Open backtest #",
+    doneText: "Done: reload the page for the new backtest."
+  };
 
   function init() {
     document.querySelectorAll("figure.chart-slot[data-source]").forEach(function (figure) {
       try { draw(figure); } catch (e) { figure.classList.add("chart-error"); }
     });
-    if (window.falcon) {
-      document.querySelectorAll(".job-status[data-job-url]").forEach(follow);
-    }
+    if (window.falcon) { window.falcon.followJobs(BACKTEST); }
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });

@@ -1,4 +1,4 @@
-/* Falcon dashboard: CSRF for fetch, and live updates from /events/stream.
+/* Falcon dashboard: CSRF for fetch, live updates from /events/stream, and job panels.
  *
  * No framework and no inline script (the CSP forbids it). Text from events is only ever put into
  * the page with textContent, never innerHTML: event payloads can carry text an LLM or a video wrote.
@@ -135,6 +135,75 @@
     };
   }
 
-  window.falcon = { fetch: falconFetch, csrfToken: csrfToken };
+  /* --- queued jobs ------------------------------------------------------------------------
+   * A .job-status panel (data-job-url, data-result-base) follows its job by polling
+   * /api/v1/jobs/<id> until the job is final, then links the result. Used by charts.js
+   * (backtests) and research.js (research), each saying how to read its result:
+   *   kind = { resultId: function (result) -> positive id or null,
+   *            linkText: "Open backtest #", doneText: "Done: reload the page ..." }
+   * Job notes and errors can quote what a strategy author, a video or an LLM wrote: they only
+   * reach the page through textContent, and the one link is data-result-base plus a numeric id.
+   */
+  var JOB_POLL_MS = 1000;
+  var JOB_POLL_MAX_MS = 5000;
+  var JOB_FINAL = { done: true, failed: true, canceled: true, cancelled: true };
+
+  function positiveId(value) {
+    return typeof value === "number" && value > 0 && Math.floor(value) === value ? value : null;
+  }
+
+  function showJob(panel, job, kind) {
+    var state = panel.querySelector(".job-state");
+    var note = panel.querySelector(".job-note");
+    var bar = panel.querySelector("progress");
+    var out = panel.querySelector(".job-result");
+    if (state) { state.textContent = job.status; }
+    if (note) { note.textContent = job.progress_note || ""; }
+    if (bar) { bar.value = job.status === "done" ? 1 : (Number(job.progress) || 0); }
+    panel.setAttribute("data-status", job.status);
+    if (!out || !JOB_FINAL[job.status]) { return; }
+    panel.classList.add(job.status === "done" ? "done" : "failed");
+    out.textContent = "";
+    var id = positiveId(kind.resultId(job.result || null));
+    if (job.status === "done" && id) {
+      var a = document.createElement("a");
+      a.href = panel.getAttribute("data-result-base") + id;
+      a.className = "job-link";
+      a.textContent = kind.linkText + id;
+      out.appendChild(a);
+    } else if (job.status === "done") {
+      out.textContent = kind.doneText;
+    } else {
+      out.textContent = job.error || ("Job " + job.status + ".");
+    }
+  }
+
+  function followJob(panel, kind) {
+    var url = panel.getAttribute("data-job-url");
+    var wait = JOB_POLL_MS;
+    function tick() {
+      falconFetch(url).then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      }).then(function (job) {
+        wait = JOB_POLL_MS;
+        showJob(panel, job, kind);
+        if (!JOB_FINAL[job.status]) { setTimeout(tick, JOB_POLL_MS); }
+      }).catch(function () {
+        wait = Math.min(wait * 2, JOB_POLL_MAX_MS);  // a restarting server: back off, keep trying
+        setTimeout(tick, wait);
+      });
+    }
+    tick();
+  }
+
+  /* Follow every job panel of the page with ``kind`` (see above). */
+  function followJobs(kind) {
+    document.querySelectorAll(".job-status[data-job-url]").forEach(function (panel) {
+      followJob(panel, kind);
+    });
+  }
+
+  window.falcon = { fetch: falconFetch, csrfToken: csrfToken, followJobs: followJobs };
   document.addEventListener("DOMContentLoaded", connect);
 })();

@@ -102,7 +102,7 @@ def login_totp() -> Response | str | tuple[str, int]:
         session.clear()
         flash(_TOO_MANY, "error")
         return render_template("auth/login.html", next=""), 429
-    if not verify_totp(user, request.form.get("code", "")):
+    if not verify_totp(db.session, user, request.form.get("code", "")):
         record_login_failure(db.session, user.username, ip)
         db.session.commit()
         flash("Wrong code.", "error")

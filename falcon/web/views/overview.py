@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, render_template, request
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from falcon.db.models import BacktestRun, Fill, PaperAccount, ScreenPick, ScreenRun
@@ -100,10 +101,42 @@ def equity_chart(s: Session) -> Chart:
                        "title": "No equity history yet: no fills and no finished backtest."})
 
 
-@bp.route("/")
-def index() -> str:
-    """Overview of accounts, the equity chart, the latest screen run, fills and events."""
-    s = db.session
+# Plain SQL written once: this runs on every view of the front page, and building and compiling
+# the equivalent ORM selects cost more than the queries themselves. One statement, so one round
+# trip to the database node: the newest ids etc. (one row) joined to every account's row (the
+# LEFT JOIN still gives the one row when there are no accounts). Portable to both databases.
+_VERSION = text("""
+SELECT v.*, a.id, a.name, a.cash, a.starting_cash, a.halted, a.halt_reason, a.created_at
+FROM (SELECT (SELECT max(id) FROM fills) AS fill_id,
+             (SELECT max(id) FROM events) AS event_id,
+             (SELECT max(id) FROM screen_runs) AS screen_run_id,
+             (SELECT max(id) FROM screen_picks) AS screen_pick_id,
+             (SELECT max(id) FROM data_imports) AS data_import_id,
+             (SELECT status FROM screen_runs ORDER BY id DESC LIMIT 1) AS screen_status,
+             (SELECT max(id) FROM backtest_runs WHERE status = 'done') AS backtest_id,
+             (SELECT count(*) FROM positions WHERE qty <> 0) AS positions,
+             (SELECT sum(qty * avg_cost) FROM positions) AS position_cost) AS v
+LEFT JOIN paper_accounts AS a ON 1 = 1
+ORDER BY a.id
+""")
+_NEWEST_COLUMNS = 9
+
+
+def page_version(s: Session) -> tuple[object, ...]:
+    """Everything the overview's content shows can change only if this changes (one query).
+
+    The newest ids of fills, events, screen runs and picks, data imports and finished backtests
+    (rows that are only ever added), the newest screen run's status, the positions' count and
+    cost, and every account's row (cash, halt state and reason). Account rows are few, so they are
+    compared whole rather than trusted to come with an event.
+    """
+    rows = s.connection().execute(_VERSION).all()
+    newest = tuple(rows[0][:_NEWEST_COLUMNS])
+    accounts = tuple(tuple(r[_NEWEST_COLUMNS:]) for r in rows if r[_NEWEST_COLUMNS] is not None)
+    return (*newest, *accounts)
+
+
+def _content(s: Session) -> Markup:
     chart, chart_json = equity_chart(s)
     latest = s.scalar(select(ScreenRun).order_by(ScreenRun.id.desc()).limit(1))
     picks = []
@@ -116,8 +149,8 @@ def index() -> str:
                 .limit(10)
             )
         )
-    return render_template(
-        "overview/index.html",
+    return Markup(render_template(  # noqa: S704 - autoescaped template output
+        "overview/_content.html",
         accounts=account_summaries(s),
         equity_chart=chart,
         equity_json=chart_json,
@@ -125,4 +158,20 @@ def index() -> str:
         picks=picks,
         fills=s.scalars(select(Fill).order_by(Fill.id.desc()).limit(20)).all(),
         events=recent_events(s, 20),
-    )
+    ))
+
+
+@bp.route("/")
+def index() -> str:
+    """Overview of accounts, the equity chart, the latest screen run, fills and events.
+
+    The content is the same for every user, so it is rendered once per worker and reused until
+    :func:`page_version` changes (a new fill, event, screen, import, halt ...: at once, never
+    stale); only the frame around it (username, CSRF token, flashes) is rendered per request.
+    """
+    s = db.session
+    settings = app_settings()
+    wanted = request.args.get("account", type=int)
+    key = ("overview-page", settings.effective_database_url, str(settings.home), wanted,
+           date.today(), *page_version(s))
+    return render_template("overview/index.html", content=memo(key, lambda: _content(s)))

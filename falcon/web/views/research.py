@@ -21,7 +21,7 @@ from falcon.errors import FalconError, NotFound, ValidationError
 from falcon.web import actions, serialize
 from falcon.web.extensions import db
 from falcon.web.filters import safe_link
-from falcon.web.security import current_user
+from falcon.web.security import admin_required, current_user
 from falcon.web.views.strategies import metric_rows
 
 bp = Blueprint("research", __name__, url_prefix="/research")
@@ -140,12 +140,14 @@ def _lifecycle_step(step: str, strategy_id: int) -> Response | tuple[str, int]:
 
 
 @bp.route("/<id:strategy_id>/promote", methods=["POST"])
+@admin_required
 def promote(strategy_id: int) -> Response | tuple[str, int]:
     """Promote a backtested, look-ahead-clean strategy to paper trading (reason required)."""
     return _lifecycle_step("promote", strategy_id)
 
 
 @bp.route("/<id:strategy_id>/retire", methods=["POST"])
+@admin_required
 def retire(strategy_id: int) -> Response | tuple[str, int]:
     """Retire a researched strategy (reason required)."""
     return _lifecycle_step("retire", strategy_id)

@@ -19,7 +19,7 @@ from falcon.db.models import Fill, Order
 from falcon.web import actions, serialize
 from falcon.web.extensions import db
 from falcon.web.queries import accounts_with_positions
-from falcon.web.security import current_user
+from falcon.web.security import admin_required, current_user
 
 bp = Blueprint("trading", __name__, url_prefix="/trading")
 
@@ -175,6 +175,7 @@ def _account_id() -> int | None:
 
 
 @bp.route("/halt", methods=["POST"])
+@admin_required
 def halt() -> Response:
     """Halt one account (``account_id``) or all of them."""
     accounts = actions.halt(
@@ -186,6 +187,7 @@ def halt() -> Response:
 
 
 @bp.route("/resume", methods=["POST"])
+@admin_required
 def resume() -> Response:
     """Resume one account (``account_id``) or all of them."""
     accounts = actions.resume(
@@ -197,6 +199,7 @@ def resume() -> Response:
 
 
 @bp.route("/orders/<id:order_id>/cancel", methods=["POST"])
+@admin_required
 def cancel(order_id: int) -> Response:
     """Cancel an open order."""
     order = actions.cancel_order(db.session, order_id, actor=_actor())

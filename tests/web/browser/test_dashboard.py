@@ -165,3 +165,43 @@ def test_backtest_started_from_the_page_shows_trades_on_candles(
     assert "MSFT" in _drawn(page, "price").inner_text()
     assert errors == []
     page.close()
+
+
+def test_research_job_panel_follows_the_job_and_links_the_strategy(
+    browser: Browser, site: Site
+) -> None:
+    """research.js and charts.js share falcon.js's job polling: the research side of it."""
+    from falcon.db.engine import make_engine, session_factory
+    from falcon.db.models import Job, Strategy
+
+    engine = make_engine(site.settings.effective_database_url)
+    sessions = session_factory(engine)
+    try:
+        with sessions.begin() as s:
+            job = Job(kind="research", payload={"url": "https://www.youtube.com/watch?v=abc"},
+                      status="running", progress=0.4, progress_note="<b>reading</b> transcript")
+            strategy = Strategy(name="yt-browser", source="research", status="backtested",
+                                spec={"entry": {"all": []}})
+            s.add_all([job, strategy])
+            s.flush()
+            job_id, strategy_id = job.id, strategy.id
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = _errors(page)
+        _login(page, site)
+        page.goto(f"{site.url}/research/?job={job_id}")
+        panel = page.wait_for_selector(".job-status[data-status=running]")
+        assert panel is not None
+        # Notes are text, never markup, whichever script wrote them.
+        assert page.locator(".job-note").inner_text() == "<b>reading</b> transcript"
+        with sessions.begin() as s:
+            row = s.get(Job, job_id)
+            assert row is not None
+            row.status, row.progress, row.result = "done", 1.0, {"strategy_id": strategy_id}
+        link = page.wait_for_selector(".job-status[data-status=done] a.job-link", timeout=20_000)
+        assert link is not None and link.inner_text() == f"Open research #{strategy_id}"
+        assert link.get_attribute("href") == f"/research/{strategy_id}"
+        assert page.evaluate("document.querySelectorAll('progress')[0].value") == 1
+        assert errors == []
+        page.close()
+    finally:
+        engine.dispose()

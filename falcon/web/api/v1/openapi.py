@@ -387,13 +387,23 @@ def _paths() -> JsonDict:
         "/orders/{order_id}": {"get": _op("One order", "Order", params=[_path_id("order_id")])},
         "/orders/{order_id}/cancel": {
             "post": _op(
-                "Cancel an open order (409 when final)", "Order", params=[_path_id("order_id")]
+                "Cancel an open order (409 when final; admins only, else 403)",
+                "Order",
+                params=[_path_id("order_id")],
             )
         },
         "/fills": {"get": _op("Fills, newest first", "FillList", params=[account, *_PAGING])},
-        "/paper/halt": {"post": _op("Halt one account or all", "AccountList", body="HaltRequest")},
+        "/paper/halt": {
+            "post": _op(
+                "Halt one account or all (admins only, else 403)", "AccountList", body="HaltRequest"
+            )
+        },
         "/paper/resume": {
-            "post": _op("Resume one account or all", "AccountList", body="HaltRequest")
+            "post": _op(
+                "Resume one account or all (admins only, else 403)",
+                "AccountList",
+                body="HaltRequest",
+            )
         },
         "/screener/runs": {
             "get": _op(
@@ -458,7 +468,8 @@ def _paths() -> JsonDict:
         },
         "/research/{strategy_id}/promote": {
             "post": _op(
-                "Promote a backtested, look-ahead-clean strategy to paper (409 when refused)",
+                "Promote a backtested, look-ahead-clean strategy to paper"
+                " (409 when refused; admins only)",
                 "Strategy",
                 params=[_path_id("strategy_id")],
                 body="ReasonRequest",
@@ -466,7 +477,7 @@ def _paths() -> JsonDict:
         },
         "/research/{strategy_id}/retire": {
             "post": _op(
-                "Retire a researched strategy (409 when already retired)",
+                "Retire a researched strategy (409 when already retired; admins only)",
                 "Strategy",
                 params=[_path_id("strategy_id")],
                 body="ReasonRequest",

@@ -14,7 +14,7 @@ from falcon.web import actions, serialize
 from falcon.web.api.v1._bp import bp
 from falcon.web.api.v1.params import json_object, paged, query_str
 from falcon.web.extensions import db
-from falcon.web.security import current_user
+from falcon.web.security import admin_required, current_user
 
 
 def _actor() -> str:
@@ -44,6 +44,7 @@ def submit_research() -> tuple[Response, int]:
 
 
 @bp.post("/research/<id:strategy_id>/promote")
+@admin_required
 def promote_research(strategy_id: int) -> Response:
     """``backtested`` → ``paper`` (``{"reason": ...}``); 409 when the lifecycle refuses."""
     row = actions.promote_research(
@@ -54,6 +55,7 @@ def promote_research(strategy_id: int) -> Response:
 
 
 @bp.post("/research/<id:strategy_id>/retire")
+@admin_required
 def retire_research(strategy_id: int) -> Response:
     """Any status → ``retired`` (``{"reason": ...}``); 409 when already retired."""
     row = actions.retire_research(

@@ -13,7 +13,7 @@ from falcon.web.api.v1._bp import bp
 from falcon.web.api.v1.params import json_object, optional_id, paged, query_int, query_str
 from falcon.web.extensions import db
 from falcon.web.queries import accounts_with_positions
-from falcon.web.security import current_user
+from falcon.web.security import admin_required, current_user
 
 
 def _actor() -> str:
@@ -87,6 +87,7 @@ def order(order_id: int) -> Response:
 
 
 @bp.post("/orders/<id:order_id>/cancel")
+@admin_required
 def cancel_order(order_id: int) -> Response:
     """Cancel an open order (409 when it is already final)."""
     row = actions.cancel_order(db.session, order_id, actor=_actor())
@@ -105,6 +106,7 @@ def fills() -> Response:
 
 
 @bp.post("/paper/halt")
+@admin_required
 def halt() -> Response:
     """Halt one account (``{"account_id": 1}``) or all; ``reason`` is recorded."""
     body = json_object()
@@ -119,6 +121,7 @@ def halt() -> Response:
 
 
 @bp.post("/paper/resume")
+@admin_required
 def resume() -> Response:
     """Resume one account or all."""
     body = json_object()

@@ -11,8 +11,17 @@
   attempts are not spent, nothing is lost. After the cool-off one row is tried (half-open); success
   closes the breaker, failure opens it again. The breaker lives in the worker's memory: a restart
   starts closed, which costs at most one more failed try.
-* Sends run on a small thread pool, so a hanging webhook (up to its timeout) does not hold up the
-  other channels.
+* Sends run on a small thread pool per channel, ``send_concurrency`` at a time over the
+  channel's pooled HTTP client, so a burst goes out together. The loop does not wait for a pass
+  to finish before claiming again: a webhook hanging until its timeout holds up only its own
+  rows, never another channel's, nor new alerts on its own channel beyond ``batch_size`` in
+  flight. Finished sends are recorded ``sent`` together, one transaction for all that finished
+  meanwhile.
+* **Waking**: a new alert is picked up at once, not at the next poll: an alert engine in the same
+  process wakes the worker right after its commit (:func:`falcon.alerts.outbox.add_waiter`);
+  from another process, PostgreSQL NOTIFY wakes it, and on SQLite a cheap look at
+  ``PRAGMA data_version`` every ``change_poll_s`` does. ``poll_interval_s`` is only the fallback.
+  A pass first reads what is due and claims only that, so waking for nothing costs one read.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -115,7 +124,7 @@ class DeliveryWorker:
     def __init__(self, engine: Engine, settings: AlertSettings, *,
                  channels: dict[str, Channel] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, in_process_wake: bool = True) -> None:
         from falcon.alerts.channels import build_channels
 
         self.engine = engine
@@ -128,34 +137,86 @@ class DeliveryWorker:
         }
         self.stats: Counter[str] = Counter()
         self._rng = rng or random.Random()  # noqa: S311 - jitter
-        self._pool = ThreadPoolExecutor(max_workers=max(1, settings.send_concurrency),
-                                        thread_name_prefix="alert-send")
+        # A pool per channel: a webhook hanging until its timeout ties up only its own threads.
+        self._pools = {
+            name: ThreadPoolExecutor(max_workers=max(1, settings.send_concurrency),
+                                     thread_name_prefix=f"alert-{name}")
+            for name in self.channels
+        }
+        self._inflight: dict[Future[bool], outbox.Claimed] = {}
         self._wake = threading.Event()
+        self._in_process_wake = in_process_wake
+        self._next_due: datetime | None = None
+        #: Set while the PostgreSQL LISTEN connection is up.
+        self.listening = threading.Event()
         self._secrets = [settings.slack_webhook_url, settings.discord_webhook_url,
                          settings.smtp_password]
 
     # --- one pass ----------------------------------------------------------------------------
 
     def run_once(self, *, event_id: int | None = None) -> int:
-        """Claim what is due on every channel whose breaker allows it, send it; how many tried."""
+        """Claim what is due on every channel whose breaker allows it, send it; how many tried.
+
+        Waits for this pass's sends (``falcon alerts test`` and the tests use it); :meth:`run`
+        does not wait, it keeps claiming while sends are in flight.
+        """
+        claimed = self._claim(event_id)
+        if not claimed:
+            return 0
+        wait(self._submit(claimed))
+        self._reap()
+        return len(claimed)
+
+    def _claim(self, event_id: int | None = None) -> list[outbox.Claimed]:
+        """Lease what is due: per channel, up to ``batch_size`` in flight, as its breaker allows.
+
+        It reads first which channels have rows due (and when the next retry falls due), and
+        claims only on those: an idle pass writes nothing, so it never queues behind, or holds
+        up, the alert engine on SQLite's single write lock.
+        """
+        due = outbox.due_channels(self.engine, list(self.breakers))
+        self._next_due = due.next_at
+        busy = Counter(c.channel for c in self._inflight.values())
         claimed: list[outbox.Claimed] = []
-        for name, breaker in self.breakers.items():
-            allowed = breaker.allowance(self.settings.batch_size)
+        for name, count in due.now.items():
+            room = self.settings.batch_size - busy[name]
+            if room <= 0:
+                continue
+            breaker = self.breakers[name]
+            allowed = breaker.allowance(room)
             if allowed == 0:
                 continue
-            rows = outbox.claim_due(self.engine, channels=[name], limit=allowed,
+            rows = outbox.claim_due(self.engine, channels=[name], limit=min(allowed, count),
                                     lease_s=self.settings.claim_lease_s, event_id=event_id)
             if not rows and allowed == 1 and breaker.state == "half_open":
                 breaker.unclaimed_probe()
             claimed.extend(rows)
-        if not claimed:
-            return 0
-        futures = [self._pool.submit(self._deliver, c) for c in claimed]
-        sent = [c for c, f in zip(claimed, futures, strict=True) if f.result()]
+        return claimed
+
+    def _submit(self, claimed: list[outbox.Claimed]) -> list[Future[bool]]:
+        # All of a burst goes out at once (send_concurrency per channel over its pooled client).
+        futures = []
+        for c in claimed:
+            future = self._pools[c.channel].submit(self._deliver, c)
+            self._inflight[future] = c
+            future.add_done_callback(self._sent_one)
+            futures.append(future)
+        return futures
+
+    def _sent_one(self, _future: Future[bool]) -> None:
+        self._wake.set()  # the loop records it (one write for all that finished meanwhile)
+
+    def _reap(self) -> None:
+        """Record the sends that finished since the last look, in one transaction."""
+        done = [f for f in list(self._inflight) if f.done()]
+        if not done:
+            return
+        sent = [self._inflight[f] for f in done if f.result()]
         outbox.mark_sent(self.engine, sent)
+        for f in done:
+            del self._inflight[f]
         for c in sent:
             log.info("alert %s delivered to %s (try %s)", c.event_id, c.channel, c.attempt)
-        return len(claimed)
 
     def _deliver(self, c: outbox.Claimed) -> bool:
         """Send one; True when sent (recorded by the caller), failures recorded here."""
@@ -200,23 +261,65 @@ class DeliveryWorker:
         """Make an idle :meth:`run` look for work now."""
         self._wake.set()
 
+    def _woken_in_process(self) -> None:
+        self.stats["woken_in_process"] += 1
+        self._wake.set()
+
     def run(self, stop: threading.Event, ping: Callable[[], Any] | None = None) -> None:
-        """Deliver until ``stop`` is set, calling ``ping()`` every pass (the service's watchdog)."""
+        """Deliver until ``stop`` is set, calling ``ping()`` every pass (the service's watchdog).
+
+        Between passes it sleeps until the first of: an alert queued in this process (the
+        outbox wakes it right after the commit), a NOTIFY on PostgreSQL, a commit by any process
+        on SQLite (``PRAGMA data_version``, read every ``change_poll_s``), the next retry falling
+        due, or ``poll_interval_s``. Each way out is counted in :attr:`stats`.
+        """
         listener = None
+        changes = None
         if self.engine.dialect.name == "postgresql":
             listener = threading.Thread(target=self._listen, args=(stop,), daemon=True,
                                         name="alert-listen")
             listener.start()
+        elif self.engine.dialect.name == "sqlite":
+            changes = _SqliteChanges(self.engine)
+        if self._in_process_wake:
+            outbox.add_waiter(self.engine, self._woken_in_process)
         try:
             while not stop.is_set():
                 if ping is not None:
                     ping()
-                if self.run_once():
-                    continue
-                self._wake.wait(self.settings.poll_interval_s)
+                # Cleared before the pass: a wake that lands during the pass is not lost.
                 self._wake.clear()
+                self._reap()
+                if self._submit(self._claim()):
+                    continue
+                self._sleep(stop, changes)
+            # Stopping: no new claims; the sends in flight finish (each bounded by its timeout).
+            wait(list(self._inflight))
+            self._reap()
         finally:
+            if self._in_process_wake:
+                outbox.remove_waiter(self.engine, self._woken_in_process)
+            if changes is not None:
+                changes.close()
             self.close()
+
+    def _sleep(self, stop: threading.Event, changes: _SqliteChanges | None) -> None:
+        timeout = self.settings.poll_interval_s
+        if self._next_due is not None:
+            timeout = min(timeout, max(0.0, (self._next_due - utcnow()).total_seconds()))
+        self.stats["sleeps"] += 1
+        if changes is None:
+            self._wake.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        step = max(0.001, self.settings.change_poll_s)
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(step, left)):
+                return
+            if changes.changed():
+                self.stats["woken_by_change"] += 1
+                return
 
     def _listen(self, stop: threading.Event) -> None:
         """LISTEN for new alerts on PostgreSQL and wake the loop; polling covers any gap."""
@@ -229,18 +332,56 @@ class DeliveryWorker:
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {outbox.ALERTS_CHANNEL}")
+                    self.listening.set()
+                    # A pass after (re)connecting: what was queued while not listening.
+                    self._wake.set()
                     while not stop.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.stats["woken_by_notify"] += 1
                             self._wake.set()
             except psycopg.Error as exc:
                 log.warning("LISTEN %s failed (%s); polling", outbox.ALERTS_CHANNEL,
                             type(exc).__name__)
+                self.listening.clear()
                 stop.wait(5.0)
 
     def close(self) -> None:
         """Wait for sends in flight (each is bounded by its timeout) and close connections."""
-        self._pool.shutdown(wait=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
         for channel in self.channels.values():
             closer = getattr(channel, "close", None)
             if callable(closer):
                 closer()
+
+
+class _SqliteChanges:
+    """Tells whether any connection committed to a SQLite database since the last look.
+
+    ``PRAGMA data_version`` on one connection kept for the purpose changes whenever another
+    connection (in any process) commits; reading it costs microseconds and takes no lock, so the
+    worker can look every few milliseconds, and run a pass only when something was written.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._conn = engine.raw_connection()
+        self._last = self._version()
+
+    def _version(self) -> int:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("PRAGMA data_version")
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return int(row[0]) if row else 0
+
+    def changed(self) -> bool:
+        """True when a commit happened since the last call."""
+        now = self._version()
+        changed, self._last = now != self._last, now
+        return changed
+
+    def close(self) -> None:
+        """Give the connection back."""
+        self._conn.close()

@@ -11,11 +11,16 @@ ticker; price crosses and % moves are a few float comparisons in Python; indicat
 rolling numpy window per ticker and run one polars query per distinct condition per call
 (``falcon.alerts.indicator``). Nothing touches the database unless a rule fires.
 
-When one fires, the cooldown is claimed and the alert queued in one transaction: an ``UPDATE`` of
-the rule's ``last_fired_at`` guarded by the cooldown (so two processes never both fire a rule
-inside its cooldown), the :class:`~falcon.db.models.AlertEvent` with ``latency_ms`` (bar arrival
-to the alert written) and its outbox rows. Bar rules use the bar's time for the cooldown and the
-market-hours check, so a replay behaves as the live day did; event rules use the wall clock.
+Everything a call fires is claimed and queued in one transaction, in a few bulk statements
+whatever the number of alerts: ``UPDATE ... RETURNING`` of the rules' ``last_fired_at`` guarded
+by their cooldowns (so two processes never both fire a rule inside its cooldown; rules sharing a
+cutoff share a statement), then :func:`~falcon.alerts.outbox.queue_alerts` for the
+:class:`~falcon.db.models.AlertEvent` rows with ``latency_ms`` (bar arrival to the alert written)
+and their outbox rows. A delivery worker in the same process is woken right after the commit.
+:attr:`AlertEngine.timing` tells where the last call's time went (scan, indicators, queueing).
+
+Bar rules use the bar's time for the cooldown and the market-hours check, so a replay behaves as
+the live day did; event rules use the wall clock.
 """
 
 from __future__ import annotations
@@ -28,20 +33,48 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
 from falcon.alerts.indicator import CompiledCondition, Windows, compile_condition, evaluate
-from falcon.alerts.outbox import queue_alert
+from falcon.alerts.outbox import NewAlert, queue_alerts, write_lock
 from falcon.alerts.rules import cooldown_allows, in_market_hours
 from falcon.alerts.settings import AlertSettings
 from falcon.db.engine import session_factory
 from falcon.db.models import AlertRule, PaperAccount, ScreenPick
-from falcon.db.types import utcnow
+from falcon.db.types import UTCDateTime, utcnow
 from falcon.domain.market import Bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertEngine", "FiredAlert"]
+__all__ = ["AlertEngine", "FiredAlert", "Timing"]
+
+
+#: Claims the cooldown of rules that fire together (see :meth:`AlertEngine._claim`).
+_CLAIM = (
+    update(AlertRule)
+    .where(AlertRule.id.in_(bindparam("ids", expanding=True)), AlertRule.enabled.is_(True),
+           or_(AlertRule.last_fired_at.is_(None),
+               AlertRule.last_fired_at <= bindparam("cutoff", type_=UTCDateTime())))
+    .values(last_fired_at=bindparam("stamp", type_=UTCDateTime()))
+    .returning(AlertRule.id)
+)
+
+
+@dataclass
+class Timing:
+    """Where the last :meth:`AlertEngine.on_bars` call spent its time, in milliseconds.
+
+    ``indicator_ms`` (``indicator_queries`` distinct conditions evaluated) is apart from
+    ``scan_ms`` (price crosses, % moves, and pushing bars into the indicator windows) so that a
+    benchmark can tell the indicator evaluator's cost from the rest; ``queue_ms`` is claiming
+    the cooldowns and writing the outbox (the transaction, commit included).
+    """
+
+    scan_ms: float = 0.0
+    indicator_ms: float = 0.0
+    indicator_queries: int = 0
+    queue_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +151,8 @@ class AlertEngine:
         self._windows = Windows()
         self._index = _Index()
         self._loaded_at = 0.0
+        #: The last bar call's time split (see :class:`Timing`).
+        self.timing = Timing()
         self.reload_rules()
 
     # --- rules -------------------------------------------------------------------------------
@@ -189,6 +224,8 @@ class AlertEngine:
     def on_bars(self, bars: Sequence[Bar], arrived_at: datetime | None = None) -> list[FiredAlert]:
         """Evaluate a batch (usually one timestamp's bars); one transaction for what fires."""
         arrived = arrived_at or self._clock()
+        started = time.perf_counter()
+        timing = self.timing = Timing()
         self._maybe_reload()
         index = self._index
         found: list[_Candidate] = []
@@ -211,8 +248,12 @@ class AlertEngine:
                     cond = rule.cond
                     if cond is not None:
                         pending.setdefault(cond.text, (cond, []))[1].append(t)
+        scanned = time.perf_counter()
+        timing.scan_ms = (scanned - started) * 1000.0
         if pending:
             self._indicators(pending, bars, index, found)
+            timing.indicator_ms = (time.perf_counter() - scanned) * 1000.0
+            timing.indicator_queries = len(pending)
         return self._fire(found, arrived) if found else []
 
     def _remember(self, state: _Ticker, bar: Bar) -> None:
@@ -289,9 +330,12 @@ class AlertEngine:
         """A fill (a :class:`~falcon.db.models.Fill` row or anything with its fields)."""
         now = self._clock()
         self._maybe_reload()
+        rules = self._index.events.get("fill", ())
+        if not rules:
+            return []  # the trader calls this for every fill: no query when no rule listens
         found = []
         account = self._account_names().get(fill.account_id, str(fill.account_id))
-        for rule in self._index.events.get("fill", ()):
+        for rule in rules:
             want_acct, want_ticker = rule.params.get("account"), rule.params.get("ticker")
             if want_acct and want_acct not in (account, str(fill.account_id)):
                 continue
@@ -373,33 +417,60 @@ class AlertEngine:
     # --- firing ------------------------------------------------------------------------------
 
     def _fire(self, found: list[_Candidate], arrived: datetime) -> list[FiredAlert]:
-        ready = [c for c in found
-                 if (not c.rule.market_hours_only or in_market_hours(c.at))
-                 and cooldown_allows(c.rule.last_fired_at, c.at, c.rule.cooldown_s)]
+        started = time.perf_counter()
+        # Cooldown and market hours in memory first; inside one batch a rule's later candidate
+        # counts from its earlier one (a minute of bars can hold several of one ticker).
+        ready: list[_Candidate] = []
+        first: dict[int, _Candidate] = {}
+        last_at: dict[int, datetime] = {}
+        for c in found:
+            rid = c.rule.id
+            if c.rule.market_hours_only and not in_market_hours(c.at):
+                continue
+            if not cooldown_allows(last_at.get(rid, c.rule.last_fired_at), c.at,
+                                   c.rule.cooldown_s):
+                continue
+            first.setdefault(rid, c)
+            last_at[rid] = c.at
+            ready.append(c)
         if not ready:
             return []
         fired: list[FiredAlert] = []
-        with self._sessions() as s, s.begin():
-            for c in ready:
-                cutoff = c.at - timedelta(seconds=c.rule.cooldown_s)
-                claimed: Any = s.execute(
-                    update(AlertRule)
-                    .where(AlertRule.id == c.rule.id, AlertRule.enabled.is_(True),
-                           or_(AlertRule.last_fired_at.is_(None),
-                               AlertRule.last_fired_at <= cutoff))
-                    .values(last_fired_at=c.at)
-                    .execution_options(synchronize_session=False)
-                )
-                if claimed.rowcount != 1:
-                    continue  # another process fired it, or it was disabled/removed meanwhile
+        with write_lock(self._engine), self._sessions() as s, s.begin():
+            claimed = self._claim(s, first, last_at)
+            mine = [c for c in ready if c.rule.id in claimed]
+            if mine:
                 latency = (utcnow() - arrived).total_seconds() * 1000.0
-                event = queue_alert(s, rule_id=c.rule.id, channels=c.rule.channels,
-                                    message=c.message, ticker=c.ticker, latency_ms=latency)
-                fired.append(FiredAlert(event.id, c.rule.id, c.ticker, c.message, latency))
+                ids = queue_alerts(s, [NewAlert(c.rule.id, c.rule.channels, c.message, c.ticker,
+                                                latency) for c in mine])
+                fired = [FiredAlert(i, c.rule.id, c.ticker, c.message, latency)
+                         for i, c in zip(ids, mine, strict=True)]
         # Only after the commit: had it failed, the rule must still be free to fire.
-        for c in ready:
-            c.rule.last_fired_at = c.at
+        for rid in claimed:
+            first[rid].rule.last_fired_at = last_at[rid]
+        self.timing.queue_ms = (time.perf_counter() - started) * 1000.0
         return fired
+
+    @staticmethod
+    def _claim(s: Session, first: dict[int, _Candidate],
+               last_at: dict[int, datetime]) -> set[int]:
+        """Take the cooldown of every rule about to fire; the ids this process may fire.
+
+        The guard (enabled, and fired last no later than its first candidate's cutoff) is what
+        keeps two processes from both firing a rule inside its cooldown. Rules are grouped by
+        (cutoff, new stamp): a minute's bars with the usual few cooldowns make one or two
+        ``UPDATE ... WHERE id IN (...) RETURNING id`` statements, not one per alert.
+        """
+        groups: dict[tuple[datetime, datetime], list[int]] = {}
+        for rid, c in first.items():
+            cutoff = c.at - timedelta(seconds=c.rule.cooldown_s)
+            groups.setdefault((cutoff, last_at[rid]), []).append(rid)
+        conn = s.connection()
+        claimed: set[int] = set()
+        for (cutoff, stamp), ids in groups.items():
+            rows = conn.execute(_CLAIM, {"ids": ids, "cutoff": cutoff, "stamp": stamp})
+            claimed.update(rows.scalars())
+        return claimed
 
     # --- standalone ----------------------------------------------------------------------------
 

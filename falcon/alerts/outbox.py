@@ -1,10 +1,14 @@
 """The outbox: alerts and their deliveries as rows, so that no alert is lost across a restart.
 
-:func:`queue_alert` writes the :class:`~falcon.db.models.AlertEvent` and one
-:class:`~falcon.db.models.AlertDelivery` per channel in the caller's transaction: either the alert
-and all of its deliveries exist, or none do. The dashboard channel is a row in the same database,
-so it is delivered right there (an ``Event`` of kind ``alert`` for the live pages) and its delivery
-row is born ``sent``; the other channels start ``pending`` and wait for the delivery worker.
+:func:`queue_alerts` (:func:`queue_alert` for one) writes each
+:class:`~falcon.db.models.AlertEvent` and one :class:`~falcon.db.models.AlertDelivery` per channel
+in the caller's transaction, a few bulk statements for any number of alerts: either an alert and
+all of its deliveries exist, or none do. After the commit, delivery workers in the same process
+are woken (:func:`add_waiter`); others hear a NOTIFY (PostgreSQL) or see the commit (SQLite).
+
+The dashboard channel is a row in the same database, so it is delivered right there (an ``Event``
+of kind ``alert`` for the live pages) and its delivery row is born ``sent``; the other channels
+start ``pending`` and wait for the delivery worker.
 
 Life of a delivery::
 
@@ -26,12 +30,14 @@ shifts a retry by as much.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from falcon.db.models import AlertDelivery, AlertEvent, Event
@@ -41,11 +47,18 @@ __all__ = [
     "ALERTS_CHANNEL",
     "EVENTS_CHANNEL",
     "Claimed",
+    "Due",
+    "NewAlert",
+    "add_waiter",
     "claim_due",
+    "due_channels",
     "mark_failed",
     "mark_sent",
     "queue_alert",
+    "queue_alerts",
     "release",
+    "remove_waiter",
+    "write_lock",
 ]
 
 #: NOTIFY channel the delivery worker LISTENs on (PostgreSQL): a new alert wakes it at once.
@@ -59,17 +72,71 @@ def _is_pg(bind: Session | Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def event_payload(event: AlertEvent, **extra: Any) -> dict[str, Any]:
-    """What the dashboard's live ``alert`` renderer reads (and the idempotency key)."""
-    return {
-        "event_id": event.id,
-        "rule_id": event.rule_id,
-        "ticker": event.ticker,
-        "message": event.message,
-        "latency_ms": event.latency_ms,
-        "created_at": event.created_at.isoformat(),
-        **extra,
-    }
+@dataclass(frozen=True)
+class NewAlert:
+    """One alert to queue with :func:`queue_alerts`."""
+
+    rule_id: int | None
+    channels: Sequence[str]
+    message: str
+    ticker: str | None = None
+    latency_ms: float | None = None
+    test: bool = False
+
+
+def queue_alerts(session: Session, alerts: Sequence[NewAlert]) -> list[int]:
+    """Insert alerts and their deliveries in ``session``'s transaction; their event ids in order.
+
+    A handful of bulk statements whatever the number of alerts (one multi-row ``INSERT ...
+    RETURNING`` for the events, one each for deliveries and live-page events, at most one NOTIFY
+    per channel), rather than an ORM flush per alert: the alert engine queues a whole batch of
+    bars' alerts in one transaction and every statement inside it holds SQLite's write lock.
+    The caller commits; in-process delivery workers are woken right after that commit.
+    """
+    if not alerts:
+        return []
+    now = utcnow()
+    conn = session.connection()  # Core: the ORM's bulk path costs more than the statements
+    ids: list[int] = list(conn.scalars(
+        insert(AlertEvent).returning(AlertEvent.id, sort_by_parameter_order=True),
+        [{"rule_id": a.rule_id, "ticker": a.ticker, "message": a.message,
+          "latency_ms": a.latency_ms, "created_at": now} for a in alerts],
+    ))
+    deliveries: list[dict[str, Any]] = []
+    live: list[dict[str, Any]] = []
+    remote = False
+    for event_id, a in zip(ids, alerts, strict=True):
+        for channel in dict.fromkeys(a.channels):
+            if channel == "dashboard":
+                live.append({"kind": "alert", "ts": now, "payload": {
+                    "event_id": event_id, "rule_id": a.rule_id, "ticker": a.ticker,
+                    "message": a.message, "latency_ms": a.latency_ms,
+                    "created_at": now.isoformat(), "test": a.test}})
+                deliveries.append({"event_id": event_id, "channel": channel, "status": "sent",
+                                   "attempts": 1, "next_attempt_at": now, "delivered_at": now})
+            else:
+                remote = True
+                deliveries.append({"event_id": event_id, "channel": channel,
+                                   "status": "pending", "attempts": 0, "next_attempt_at": now,
+                                   "delivered_at": None})
+    # executemany: psycopg pipelines it, SQLite loops in C; a multi-row VALUES statement (or a
+    # CTE carrying them) measured slower here, its compilation costing more than the trips.
+    if deliveries:
+        conn.execute(insert(AlertDelivery), deliveries)
+    if live:
+        conn.execute(insert(Event), live)
+    if conn.dialect.name == "postgresql" and (remote or live):
+        # NOTIFY is transactional: the worker and live pages hear it only once this commits.
+        # One per batch, both in one round trip: a listener only needs to know to look.
+        notes = []
+        if remote:
+            notes.append(func.pg_notify(ALERTS_CHANNEL, str(ids[-1])))
+        if live:
+            notes.append(func.pg_notify(EVENTS_CHANNEL, "alert"))
+        conn.execute(select(*notes))
+    if remote:
+        _wake_after_commit(session)
+    return ids
 
 
 def queue_alert(
@@ -82,29 +149,89 @@ def queue_alert(
     latency_ms: float | None = None,
     test: bool = False,
 ) -> AlertEvent:
-    """Insert an alert and its deliveries in ``session``'s transaction (the caller commits)."""
-    now = utcnow()
-    event = AlertEvent(rule_id=rule_id, ticker=ticker, message=message, latency_ms=latency_ms,
-                       created_at=now)
-    session.add(event)
-    session.flush()
-    remote = False
-    for channel in dict.fromkeys(channels):
-        if channel == "dashboard":
-            session.add(Event(kind="alert", ts=now, payload=event_payload(event, test=test)))
-            session.add(AlertDelivery(event_id=event.id, channel=channel, status="sent",
-                                      attempts=1, next_attempt_at=now, delivered_at=now))
-        else:
-            remote = True
-            session.add(AlertDelivery(event_id=event.id, channel=channel, status="pending",
-                                      attempts=0, next_attempt_at=now))
-    if _is_pg(session):
-        # NOTIFY is transactional: the worker and live pages hear it only once this commits.
-        if remote:
-            session.execute(select(func.pg_notify(ALERTS_CHANNEL, str(event.id))))
-        if "dashboard" in channels:
-            session.execute(select(func.pg_notify(EVENTS_CHANNEL, "alert")))
+    """Insert one alert and its deliveries (see :func:`queue_alerts`); the caller commits."""
+    [event_id] = queue_alerts(session, [NewAlert(rule_id, channels, message, ticker,
+                                                 latency_ms, test)])
+    event = session.get(AlertEvent, event_id)
+    if event is None:  # pragma: no cover - just inserted in this transaction
+        raise LookupError(f"alert event {event_id} vanished")
     return event
+
+
+# --- waking delivery workers in this process --------------------------------------------------
+
+_WAKE_KEY = "falcon_alerts_wake"
+_waiters: dict[str, list[Callable[[], None]]] = {}
+_waiters_lock = threading.Lock()
+_listening = False
+
+
+def _db_key(bind: Engine | Connection) -> str:
+    # By URL, not engine object: `falcon up` may reach one database through two engines.
+    return bind.engine.url.render_as_string(hide_password=True)
+
+
+def add_waiter(engine: Engine, callback: Callable[[], None]) -> None:
+    """Call ``callback`` after every commit in this process that queued a remote delivery.
+
+    This is how a delivery worker in the same process as the alert engine (``falcon up``, the
+    benchmark) hears of a new alert at once, on SQLite too; other processes hear of it through
+    PostgreSQL NOTIFY or the SQLite change poll (:class:`~falcon.alerts.delivery.DeliveryWorker`).
+    """
+    global _listening
+    with _waiters_lock:
+        if not _listening:
+            event.listen(Session, "after_commit", _after_commit)
+            event.listen(Session, "after_rollback", _after_rollback)
+            _listening = True
+        _waiters.setdefault(_db_key(engine), []).append(callback)
+
+
+def remove_waiter(engine: Engine, callback: Callable[[], None]) -> None:
+    """Undo :func:`add_waiter`."""
+    with _waiters_lock:
+        found = _waiters.get(_db_key(engine), [])
+        if callback in found:
+            found.remove(callback)
+
+
+_write_locks: dict[str, threading.Lock] = {}
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """Hold around a write transaction of the alert engine or the delivery worker.
+
+    On SQLite, writers in one process queue on this lock instead of on the database's: SQLite's
+    busy handler retries after sleeping 1, 2, 5, 10 ... ms, so an alert that meets the worker's
+    claim would wait several milliseconds for a lock freed in a fraction of one. Writers in other
+    processes still meet the busy handler. PostgreSQL locks rows, not the database: no lock.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    key = _db_key(engine)
+    with _waiters_lock:
+        lock = _write_locks.get(key)
+        if lock is None:
+            lock = _write_locks[key] = threading.Lock()
+    return lock
+
+
+def _wake_after_commit(session: Session) -> None:
+    session.info[_WAKE_KEY] = session.get_bind()
+
+
+def _after_commit(session: Session) -> None:
+    bind = session.info.pop(_WAKE_KEY, None)
+    if bind is None:
+        return
+    with _waiters_lock:
+        callbacks = list(_waiters.get(_db_key(bind), ()))
+    for callback in callbacks:
+        callback()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_WAKE_KEY, None)
 
 
 @dataclass(frozen=True)
@@ -119,6 +246,40 @@ class Claimed:
     ticker: str | None
     message: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Due:
+    """What :func:`due_channels` found: rows due now per channel, and the next time one is due."""
+
+    now: dict[str, int]
+    next_at: datetime | None
+
+
+def due_channels(engine: Engine, channels: Collection[str], *, now: datetime | None = None) -> Due:
+    """Count pending deliveries due now per channel, and when the next later one falls due.
+
+    A read (one index range on ``status, next_attempt_at``): the worker asks this before it
+    claims, so an idle or woken-for-nothing pass never takes SQLite's write lock, and it knows
+    how long it may sleep before a retry or an expired lease needs it.
+    """
+    now = now or utcnow()
+    if not channels:
+        return Due({}, None)
+    pending = (AlertDelivery.status == "pending", AlertDelivery.channel.in_(list(channels)))
+    with engine.connect() as conn:
+        counts = conn.execute(
+            select(AlertDelivery.channel, func.count())
+            .where(*pending, AlertDelivery.next_attempt_at <= now)
+            .group_by(AlertDelivery.channel)
+        ).all()
+        later = conn.execute(
+            select(func.min(AlertDelivery.next_attempt_at))
+            .where(*pending, AlertDelivery.next_attempt_at > now)
+        ).scalar()
+    if later is not None and later.tzinfo is None:  # min() loses the column type on SQLite
+        later = later.replace(tzinfo=UTC)
+    return Due({c: int(n) for c, n in counts}, later)
 
 
 def claim_due(
@@ -156,7 +317,7 @@ def claim_due(
         .returning(AlertDelivery.id, AlertDelivery.event_id, AlertDelivery.channel,
                    AlertDelivery.attempts)
     )
-    with engine.begin() as conn:
+    with write_lock(engine), engine.begin() as conn:
         rows = conn.execute(stmt).all()
         if not rows:
             return []
@@ -186,7 +347,7 @@ def mark_sent(engine: Engine, claimed: Claimed | Sequence[Claimed]) -> int:
     batch = [claimed] if isinstance(claimed, Claimed) else list(claimed)
     if not batch:
         return 0
-    with engine.begin() as conn:
+    with write_lock(engine), engine.begin() as conn:
         done: Any = conn.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id.in_([c.id for c in batch]), AlertDelivery.status == "pending")
@@ -208,7 +369,7 @@ def mark_failed(
         values["status"] = "dead"
     else:
         values["next_attempt_at"] = retry_at
-    with engine.begin() as conn:
+    with write_lock(engine), engine.begin() as conn:
         done = conn.execute(
             update(AlertDelivery)
             .where(AlertDelivery.id == claimed.id, AlertDelivery.status == "pending",
@@ -221,7 +382,7 @@ def mark_failed(
 def release(engine: Engine, claimed: Sequence[Claimed], *, at: datetime | None = None) -> None:
     """Give claimed rows back untried (breaker opened, shutdown): the try does not count."""
     when = at or utcnow()
-    with engine.begin() as conn:
+    with write_lock(engine), engine.begin() as conn:
         for c in claimed:
             conn.execute(
                 update(AlertDelivery)

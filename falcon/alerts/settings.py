@@ -42,6 +42,10 @@ class AlertSettings(AlertsSettings):
     """
 
     retry: dict[str, RetryPolicy] = field(default_factory=dict)
+    #: How often the delivery worker on SQLite looks whether anything was committed (a read of
+    #: ``PRAGMA data_version``: no lock, microseconds), so that an alert queued by another
+    #: process is sent without waiting for ``poll_interval_s``.
+    change_poll_s: float = 0.02
     # Secrets: never printed.
     slack_webhook_url: str | None = field(default=None, repr=False)
     discord_webhook_url: str | None = field(default=None, repr=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,7 +42,7 @@ def rule(sessions: sessionmaker[Session], kind: str, channels: tuple[str, ...] =
                         market_hours_only=market_hours_only).id
 
 
-def feed(alerts: AlertEngine, closes: list[float], ticker: str = "AAPL",
+def feed(alerts: AlertEngine, closes: Sequence[float], ticker: str = "AAPL",
          start: datetime = OPEN) -> list[list[FiredAlert]]:
     return [alerts.on_bar(bar(ticker, c, i, start)) for i, c in enumerate(closes)]
 

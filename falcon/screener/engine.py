@@ -4,11 +4,15 @@
 the store, the optional LLM ranking and the database (a ``ScreenRun`` per profile, a
 ``ScreenPick`` per pick, an ``Event`` of kind ``screen`` when a run completes).
 
-How it stays fast over the whole market: the bars are read once for all profiles, and only the
-sessions the deepest look-back needs (``warmup_bars`` before the screened date, e.g. 250 for
-SMA200); a cheap liquidity and price pass over the last 20 sessions drops most tickers before any
-indicator is computed; every distinct expression of every profile becomes one column computed per
-ticker in a single polars pass, and only the screened session's row is kept.
+How it stays fast over the whole market: one screen serves every profile, and every distinct
+expression of every profile (and every function call inside them) is computed once. A cheap
+liquidity and price pass over the last 20 sessions drops most tickers before anything else is
+read. Then each expression gets only the history it needs, in two tiers: windows of fixed length
+(SMA200, a 120-day low) exactly their look-back, recursive smoothings (RSI, ATR, EMA, whose value
+depends on where the series starts) their look-back plus a margin, at least ``SHORT_TIER``
+sessions; and each tier reads from the store only the bar fields its expressions use (SMA200
+reads closes alone). Rows are put in (ticker, date) order by a counting sort on integer codes,
+indicators run in one pass per chunk of tickers, and only the screened session's row is kept.
 
 No look-ahead: nothing after the screened session's close is read or used. Bars dated after it
 are filtered out (whatever the reader returns), and split adjustment only uses splits executed on
@@ -24,12 +28,14 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +43,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from falcon import calendar as cal
 from falcon import indicators as ind
 from falcon.config import Settings
+from falcon.data.reader import adjust_for_splits, load_splits
+from falcon.data.store import Store
 from falcon.db.engine import transaction
 from falcon.db.models import Event, ScreenPick, ScreenRun, Ticker
 from falcon.db.types import utcnow
@@ -50,8 +58,10 @@ __all__ = ["Pick", "ScreenResult", "compute", "load_run", "resolve_date", "run_s
 
 #: Sessions the liquidity filters average over (volume and dollar volume).
 LIQUIDITY_WINDOW = 20
-#: Tickers whose indicators are computed together (bounds memory; see compute()).
-CHUNK_TICKERS = 500
+#: Values (rows x columns) read from the store together (bounds memory; see _tier_values).
+READ_CELLS = 1_500_000
+#: Values (rows x input, indicator and result columns) computed together (bounds memory).
+CHUNK_CELLS = 4_000_000
 #: Sessions computed for expressions that need few (most of them); the rest get the full window.
 SHORT_TIER = 100
 #: Sessions beyond an expression's look-back, so recursive smoothings (EMA, RSI) settle.
@@ -131,16 +141,14 @@ def _window_start(as_of: date, bars: int) -> date:
 
 
 def read_window(settings: Settings, as_of: date, bars: int) -> pl.LazyFrame:
-    """Split-adjusted day bars of the ``bars`` sessions up to and including ``as_of``.
+    """Split-adjusted day bars of the ``bars`` sessions up to and including ``as_of``, lazily.
 
-    The same store scan and split adjustment as :func:`falcon.data.reader.read_bars`, ordered by
-    a *stable* sort on ticker alone: the partition files are read in time order and each is
-    sorted by (ticker, ts), so that gives (ticker, ts) order at a quarter of the cost of the
-    reader's two-key sort (2.8 s of 3.5 s on 3M rows in bench/screen.py).
+    The same store scan and split adjustment as :func:`falcon.data.reader.read_bars`, but
+    *unsorted* and uncollected: :func:`compute` filters it down to the tickers, sessions and
+    columns each part of the screen needs (the filters reach the Parquet scan) and sorts only
+    what is left, by integer keys. Sorting the whole window by ticker first was most of the cost
+    of a screen.
     """
-    from falcon.data.reader import adjust_for_splits, load_splits
-    from falcon.data.store import Store
-
     start = _window_start(as_of, bars)
     splits = load_splits(settings)
     # Splits after the screened day are the future: adjusting for them would rescale prices
@@ -149,8 +157,7 @@ def read_window(settings: Settings, as_of: date, bars: int) -> pl.LazyFrame:
     lf = Store.of(settings).scan("day", start, as_of)
     lf = lf.filter((pl.col("date") >= start) & (pl.col("date") <= as_of))
     lf = adjust_for_splits(lf, splits)
-    return lf.select("ticker", "ts", "date", "open", "high", "low", "close", "volume").sort(
-        "ticker", maintain_order=True)
+    return lf.select("ticker", "ts", "date", "open", "high", "low", "close", "volume")
 
 
 # --- the computation ---------------------------------------------------------------------------
@@ -185,8 +192,9 @@ def _liquidity(bars: pl.LazyFrame, as_of: date) -> pl.DataFrame:
     return (
         recent.group_by("ticker")
         .agg(
-            pl.col("date").last().alias("last_date"),
-            pl.col("close").last(),
+            # By date, not by row: the bars may come in any order.
+            pl.col("date").max().alias("last_date"),
+            pl.col("close").sort_by("date").last(),
             pl.len().alias("n"),
             pl.col("volume").mean().alias("avg_volume"),
             (pl.col("close") * pl.col("volume")).mean().alias("avg_dollar_volume"),
@@ -208,8 +216,8 @@ def compute(
 ) -> list[ScreenResult]:
     """Screen ``bars`` (ticker, ts, date, open, high, low, close, volume) on session ``as_of``.
 
-    Rows must be sorted by ticker, then time, as :func:`falcon.data.reader.read_bars` returns
-    them: indicators run in one pass that restarts at each ticker.
+    Rows may come in any order (``(ticker, date)`` unique); each tier's rows are put in
+    (ticker, date) order after they are read.
 
     ``reference`` (ticker, type, sector) is needed by profiles that filter on types or sectors.
     Returns one rule-ranked :class:`ScreenResult` per profile, in order.
@@ -256,41 +264,55 @@ def compute(
         plan[p.name] = {"conds": conds, "factors": facs, "atr": f"_atr{n}"}
 
     warmup = max(p.warmup_bars for p in profiles)
-    start = _window_start(as_of, warmup)
     # Most expressions need a few dozen sessions, a few (SMA200) need a year: each tier is
-    # computed over only the sessions it needs.
-    tiers: dict[int, dict[str, str]] = {}
+    # computed over only the sessions it needs, and from only the bar fields it reads.
+    tiers: dict[int, _Tier] = {}
+
+    # A recursive smoothing (RSI, ATR, EMA) depends on where its series starts, so it gets
+    # SHORT_TIER sessions when its look-back plus WARMUP_MARGIN fits in them, else the whole
+    # warm-up (which a profile may set to give it more); a window of fixed length (SMA, highest,
+    # Bollinger) is exact with its look-back alone.
+    def need(look: int, recursive: bool) -> int:
+        if recursive:
+            return min(warmup, SHORT_TIER if look + 1 + WARMUP_MARGIN <= SHORT_TIER else warmup)
+        return min(warmup, look + 1)
+
+    recursive = {col: lang.recursive(text) for text, col in texts.items()}
+    recursive.update(dict.fromkeys(atr_columns, True))
+    needs = {col: need(lang.lookback(text), recursive[col]) for text, col in texts.items()}
+    needs.update({name: need(int(name[4:]), True) for name in atr_columns})
+    short = min(warmup, SHORT_TIER)
+    longest = max([short, *needs.values()])
+    # Three tiers at most: fixed windows that fit in SHORT_TIER (over the longest of them, e.g.
+    # SMA50's 50 sessions), recursive smoothings (SHORT_TIER), and the rest (the longest need).
+    fixed = max([n for c, n in needs.items() if n <= short and not recursive[c]], default=short)
+
+    def tier(col: str) -> _Tier:
+        sessions = longest if needs[col] > short else short if recursive[col] else fixed
+        return tiers.setdefault(sessions, _Tier(sessions))
+
     for text, col in texts.items():
-        need = min(warmup, max(SHORT_TIER, lang.lookback(text) + 1 + WARMUP_MARGIN))
-        tiers.setdefault(SHORT_TIER if need <= SHORT_TIER else warmup, {})[col] = text
-    atr_tier = {name: SHORT_TIER if int(name[4:]) + 1 + WARMUP_MARGIN <= SHORT_TIER else warmup
-                for name in atr_columns}
-    for bars_ in atr_tier.values():
-        tiers.setdefault(bars_, {})
-    tier_starts = {bars_: _window_start(as_of, bars_) for bars_ in tiers}
+        t = tier(col)
+        t.exprs[col] = text
+        t.fields |= lang.fields(text)
+    for name, expr in atr_columns.items():
+        t = tier(name)
+        t.extra[name] = expr
+        t.fields |= {"high", "low", "close"}
+
     tickers = eligible.get_column("ticker").sort().to_list()
-    parts = []
-    # Tickers are independent, so they are screened in chunks: memory stays that of one chunk's
-    # columns (dozens of them) instead of the whole market's, and the filters reach the scan.
-    for i in range(0, len(tickers), CHUNK_TICKERS):
-        chunk = tickers[i:i + CHUNK_TICKERS]
-        # The range lets the scan skip whole row groups by their min/max statistics.
-        in_range = pl.col("ticker").is_between(pl.lit(chunk[0]), pl.lit(chunk[-1]))
-        window = (
-            bars.filter(in_range & pl.col("ticker").is_in(chunk) & (pl.col("date") >= start))
-            .select("ticker", "date", "open", "high", "low", "close", "volume")
-            .collect()
-        )
-        got = window.filter(pl.col("date") == as_of).select("ticker")
-        for bars_, exprs in tiers.items():
-            part = window.lazy().filter(pl.col("date") >= tier_starts[bars_])
-            extra = {k: v for k, v in atr_columns.items() if atr_tier[k] == bars_}
-            values = (lang.add_columns(part, exprs).with_columns(**extra)
-                      .filter(pl.col("date") == as_of).select("ticker", *exprs, *extra).collect())
-            got = got.join(values, on="ticker", how="left")
-        parts.append(got)
     schema = {"ticker": pl.String, **dict.fromkeys([*texts.values(), *atr_columns], pl.Float64)}
-    today = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
+    today = pl.DataFrame(schema=schema)
+    if tickers:
+        # The ticker as an enum of the eligible tickers in sorted order: sorting and finding
+        # ticker boundaries compare small integers instead of strings.
+        enum = pl.Enum(tickers)
+        got: pl.DataFrame | None = None
+        for t in tiers.values():
+            values = _tier_values(bars, t, tickers, enum, as_of)
+            got = values if got is None else got.join(values, on="ticker", how="left")
+        if got is not None:
+            today = got.with_columns(pl.col("ticker").cast(pl.String))
     table = eligible.join(today, on="ticker", how="inner")
 
     fresh = _fresh_until(as_of)
@@ -299,6 +321,78 @@ def compute(
         results.append(_rank(p, as_of, table.filter(_universe_mask(table, p)),
                              int(masks[p.name].sum()), plan[p.name], fresh))
     return results
+
+
+@dataclass
+class _Tier:
+    """Expressions computed over the same number of sessions."""
+
+    sessions: int
+    exprs: dict[str, str] = field(default_factory=dict)  # column -> expression text
+    extra: dict[str, pl.Expr] = field(default_factory=dict)  # column -> expression (ATR)
+    fields: set[str] = field(default_factory=set)  # bar fields read
+
+
+def _tier_values(bars: pl.LazyFrame, t: _Tier, tickers: list[str], enum: pl.Enum,
+                 as_of: date) -> pl.DataFrame:
+    """Every column of tier ``t`` on ``as_of``, one row per ticker (ticker as ``enum``).
+
+    Tickers are independent, so they are read and computed in chunks of about
+    :data:`READ_CELLS` values: memory stays that of one chunk (its dozens of indicator columns)
+    instead of the whole market's, and the ticker range of a chunk lets the scan skip row
+    groups by their statistics.
+    """
+    start = _window_start(as_of, t.sessions)
+    cols = [c for c in ("open", "high", "low", "close", "volume") if c in t.fields]
+    # Sized in values, not rows: the long tier (SMA200 of closes) has a few columns, the short
+    # one (RSI, ATR, Bollinger and every condition and factor on them) dozens.
+    read_width = 2 + len(cols)
+    width = read_width + 2 * (len(t.exprs) + len(t.extra)) + 2
+    per_read = max(1, READ_CELLS // (t.sessions * read_width))
+    per_chunk = max(1, CHUNK_CELLS // (t.sessions * width))
+    parts = []
+    for i in range(0, len(tickers), per_read):
+        chunk = tickers[i:i + per_read]
+        in_range = pl.col("ticker").is_between(pl.lit(chunk[0]), pl.lit(chunk[-1]))
+        window = (
+            bars.filter(in_range & pl.col("ticker").is_in(chunk) & (pl.col("date") >= start))
+            .select(pl.col("ticker").cast(enum), "date", *cols)
+            .collect()
+        )
+        window = window[pl.Series(_ticker_time_order(window))]
+        codes = window.get_column("ticker").to_physical().to_numpy()
+        bounds = [*np.searchsorted(codes, np.arange(i, i + len(chunk), per_chunk)), len(codes)]
+        for lo, hi in itertools.pairwise(bounds):
+            if hi <= lo:
+                continue
+            part = window.slice(int(lo), int(hi - lo)).lazy()
+            parts.append(
+                lang.add_columns(part, t.exprs).with_columns(**t.extra)
+                .filter(pl.col("date") == as_of).select("ticker", *t.exprs, *t.extra).collect())
+    if not parts:
+        return pl.DataFrame(schema={"ticker": enum, **dict.fromkeys([*t.exprs, *t.extra],
+                                                                    pl.Float64)})
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _ticker_time_order(frame: pl.DataFrame) -> np.ndarray:
+    """Row indices that put ``frame`` (enum ``ticker``, ``date``) in (ticker, date) order.
+
+    A counting sort: each row's slot in a (ticker x day) grid is known from its ticker code and
+    date, so one scatter and one gather order the rows in linear time and a few bytes per
+    row, where polars' sort took several times the frame's size in memory (and, on two keys,
+    most of the screen's time). (ticker, date) is unique in the store.
+    """
+    codes = frame.get_column("ticker").to_physical().to_numpy().astype(np.int64)
+    days = frame.get_column("date").to_physical().to_numpy().astype(np.int64)
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    lo_day, span = int(days.min()), int(days.max() - days.min()) + 1
+    lo_code = int(codes.min())
+    slots = (codes - lo_code) * span + (days - lo_day)
+    grid = np.full((int(codes.max()) - lo_code + 1) * span, -1, dtype=np.int64)
+    grid[slots] = np.arange(len(slots))
+    return grid[grid >= 0]
 
 
 def _fresh_until(as_of: date) -> datetime | None:

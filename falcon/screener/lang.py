@@ -11,18 +11,41 @@ history an expression needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import polars as pl
 
-from falcon.strategy.expr import BinOp, ExprError, parse, to_text
-from falcon.strategy.functions import analyze
+from falcon.strategy.compile import compile_expressions
+from falcon.strategy.expr import (
+    FIELDS,
+    Attr,
+    BinOp,
+    Call,
+    ExprError,
+    Field,
+    Neg,
+    Node,
+    Not,
+    Shift,
+    parse,
+    to_text,
+)
+from falcon.strategy.functions import BY, FUNCTIONS, analyze
 
-__all__ = ["add_columns", "check", "comparison_word", "lookback", "split_comparison"]
+__all__ = ["add_columns", "check", "comparison_word", "fields", "lookback", "recursive",
+           "split_comparison"]
 
 _COMPARISONS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below",
                 "==": "equal to", "!=": "not equal to", "crosses_above": "crossed above",
                 "crosses_below": "crossed below"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> Node:
+    # A screen asks several questions of each expression (look-back, fields, sides); the AST
+    # is immutable, so one parse serves them all.
+    return parse(text)
 
 
 def check(text: str) -> str | None:
@@ -36,7 +59,70 @@ def check(text: str) -> str | None:
 
 def lookback(text: str) -> int:
     """Bars of history before ``text`` has its first value (nested windows add up)."""
-    return int(analyze(parse(text), {}, "day").lookback)
+    return int(analyze(_parsed(text), {}, "day").lookback)
+
+
+#: Bar fields a function reads without naming them (``atr(14)`` reads high, low and close).
+_IMPLICIT_FIELDS = {
+    "atr": ("high", "low", "close"), "adx": ("high", "low", "close"),
+    "true_range": ("high", "low", "close"), "relative_volume": ("volume",),
+    "avg_dollar_volume": ("close", "volume"), "gap": ("open", "close"),
+}
+
+
+#: Functions whose value depends on every bar since the series began (EMA and Wilder smoothing):
+#: how much history they get changes their value, unlike windows of a fixed length.
+RECURSIVE = frozenset({"ema", "rsi", "macd", "atr", "adx"})
+
+
+def recursive(text: str) -> bool:
+    """True when ``text`` calls a recursive smoothing (its value depends on its start)."""
+    return bool(_calls(_parsed(text)) & RECURSIVE)
+
+
+def _calls(node: Node) -> set[str]:
+    if isinstance(node, Call):
+        return {node.name}.union(*(_calls(a) for a in node.args))
+    if isinstance(node, Attr | Shift):
+        return _calls(node.target)
+    if isinstance(node, Neg | Not):
+        return _calls(node.operand)
+    if isinstance(node, BinOp):
+        return _calls(node.left) | _calls(node.right)
+    return set()
+
+
+def fields(text: str) -> set[str]:
+    """The bar fields (open, high, low, close, volume) that ``text`` reads.
+
+    A screen reads only these columns of the store for the expression. A function this module
+    does not know the inputs of counts as reading every field: reading too much is only slower.
+    """
+    out: set[str] = set()
+
+    def walk(node: Node) -> None:
+        if isinstance(node, Field):
+            out.add(node.name)
+        elif isinstance(node, Call):
+            func = FUNCTIONS.get(node.name)
+            if func is not None and func.ohlc and len(node.args) < 3:
+                out.update(("high", "low", "close"))
+            if node.name in _IMPLICIT_FIELDS:
+                out.update(_IMPLICIT_FIELDS[node.name])
+            elif func is None or func.minute_only:
+                out.update(FIELDS)
+            for arg in node.args:
+                walk(arg)
+        elif isinstance(node, Attr | Shift):
+            walk(node.target)
+        elif isinstance(node, Neg | Not):
+            walk(node.operand)
+        elif isinstance(node, BinOp):
+            walk(node.left)
+            walk(node.right)
+
+    walk(_parsed(text))
+    return out
 
 
 def split_comparison(text: str) -> tuple[str, str, str] | None:
@@ -46,7 +132,7 @@ def split_comparison(text: str) -> tuple[str, str, str] | None:
     condition joined with ``and``/``or`` gives None (its reason needs a template).
     """
     try:
-        node = parse(text)
+        node = _parsed(text)
     except ExprError:
         return None
     if isinstance(node, BinOp) and node.op in _COMPARISONS:
@@ -66,9 +152,6 @@ def add_columns(bars: pl.LazyFrame, exprs: Mapping[str, str], *,
     Rows must be contiguous per group and in time order. Function calls shared by several
     expressions are computed once (the strategy compiler hoists them into staged columns).
     """
-    from falcon.strategy.compile import compile_expressions
-    from falcon.strategy.functions import BY
-
     if by != BY:
         raise ValueError(f"the strategy compiler groups by {BY!r}, not {by!r}")
     return compile_expressions(bars, dict(exprs))

@@ -6,12 +6,12 @@ and a node that was down catches up what it missed within each job's grace perio
 several missed runs become one).
 
 APScheduler 3 does not stop two processes sharing a job store from running the same job, so every
-run first *claims* its (job name, scheduled fire time) in ``service_runs``: the claim is one
-``INSERT ... SELECT ... WHERE NOT EXISTS`` statement, serialised per job by a transaction-level
-advisory lock on PostgreSQL (SQLite runs every write statement under its single write lock). The
-node that loses the claim does nothing. The claimed row records the run for the dashboard: its
-``started_at`` is the *scheduled* fire time (the claim key), ``finished_at``, ``outcome``
-(ok | failed | skipped) and ``error`` are filled in when it ends.
+run first *claims* its (job name, scheduled fire time): it inserts its ``service_runs`` row with
+``scheduled_for`` set, and the unique constraint on (name, scheduled_for) lets exactly one insert
+through, on either database, across threads, processes and nodes. The node whose insert violates
+the constraint does nothing. The claimed row records the run for the dashboard: ``scheduled_for``
+(the claim key), ``started_at`` (when this node began), and ``finished_at``, ``outcome``
+(ok | failed | skipped) and ``error`` when it ends.
 
 Jobs that belong to trading days use :class:`TradingDayCronTrigger` (cron in America/New_York that
 skips NYSE holidays) and check the calendar again when they fire.
@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import traceback
@@ -36,14 +35,15 @@ from datetime import UTC, datetime, time, timedelta
 from typing import cast
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine, String, Table, delete, exists, insert, literal, select, text, update
+from sqlalchemy import Engine, Table, delete, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import calendar as cal
 from falcon.config import Settings
 from falcon.db.engine import session_factory, transaction
 from falcon.db.models import ServiceRun
-from falcon.db.types import UTCDateTime, utcnow
+from falcon.db.types import utcnow
 from falcon.errors import FalconError
 
 log = logging.getLogger(__name__)
@@ -155,34 +155,36 @@ def job_specs(settings: Settings) -> list[JobSpec]:
     return specs
 
 
-def _lock_key(name: str) -> int:
-    # pg advisory locks take a signed 64-bit key; a stable hash of the job name.
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
 def claim(engine: Engine, name: str, fire_time: datetime) -> int | None:
     """Claim the run of job ``name`` scheduled at ``fire_time``; its ServiceRun id, or None.
 
-    Exactly one caller wins per (name, fire_time), across threads, processes and nodes.
+    Exactly one caller wins per (name, fire_time), across threads, processes and nodes: the
+    database's unique (name, scheduled_for) constraint decides, so there is no check-then-insert
+    window for two nodes to slip through together.
     """
     when = fire_time.astimezone(UTC)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            # Serialises claims of one job; the lock goes with the transaction.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(name)})
-        runs = cast(Table, ServiceRun.__table__)
-        # One statement, so that on SQLite (one writer at a time) the check and the insert
-        # cannot be split by another node's claim.
-        candidate = select(
-            literal(name, String()), literal(when, UTCDateTime()), literal("running", String())
-        ).where(~exists().where(runs.c.name == name, runs.c.started_at == when))
-        run_id = conn.execute(
-            insert(runs).from_select(["name", "started_at", "outcome"], candidate)
-            .returning(runs.c.id)
-        ).scalar_one_or_none()
-    if run_id is None:
+    runs = cast(Table, ServiceRun.__table__)
+    try:
+        # Its own short transaction: on PostgreSQL a unique violation aborts the transaction it
+        # happens in, and nothing else must be lost with it.
+        with engine.begin() as conn:
+            run_id = conn.execute(
+                insert(runs).values(name=name, scheduled_for=when, started_at=utcnow(),
+                                    outcome="running").returning(runs.c.id)
+            ).scalar_one()
+    except IntegrityError as exc:
+        if not _is_unique_violation(exc):
+            raise
         return None
     return int(run_id)
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """True when ``exc`` is the (name, scheduled_for) constraint, not some other integrity error."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code is not None:
+        return bool(code == "23505")  # unique_violation
+    return "UNIQUE constraint failed" in str(exc.orig)
 
 
 def _finish(sessions: sessionmaker[Session], run_id: int, outcome: str,
@@ -226,6 +228,10 @@ def run_job(job_id: str, *, fire_time: datetime | None = None) -> str:
     rt = _runtime
     if rt is None:
         raise FalconError("scheduler runtime not initialised (start a SchedulerService)")
+    return _run(rt, job_id, fire_time)
+
+
+def _run(rt: _Runtime, job_id: str, fire_time: datetime | None) -> str:
     spec = rt.specs.get(job_id)
     if spec is None:
         log.warning("job %s is no longer configured; ignoring", job_id)
@@ -299,7 +305,13 @@ def _housekeeping(rt: _Runtime, spec: JobSpec, when: datetime) -> str:
         result = s.execute(delete(ServiceRun).where(ServiceRun.started_at < cutoff,
                                                     ServiceRun.outcome != "running"))
         gone = getattr(result, "rowcount", 0)
-    return f"removed {gone} service runs older than {SERVICE_RUNS_KEEP_DAYS} days"
+    detail = f"removed {gone} service runs older than {SERVICE_RUNS_KEEP_DAYS} days"
+    from falcon.web.live import prune_events  # web sits beside services; import on use
+
+    days = rt.settings.web.events_retention_days
+    # Events are the live pages' transport, not a record: only the last few days are needed.
+    pruned = prune_events(rt.engine, timedelta(days=days))
+    return f"{detail}; {pruned} events older than {days} days"
 
 
 ACTIONS: dict[str, Callable[[_Runtime, JobSpec, datetime], str]] = {
@@ -332,12 +344,23 @@ class SchedulerService:
             timezone=NEW_YORK,
         )
 
+    def _make_runtime(self) -> _Runtime:
+        return _Runtime(self.settings, self.engine, session_factory(self.engine),
+                        {s.id: s for s in self.specs})
+
     def install_runtime(self) -> None:
         """Make :func:`run_job` use this service's settings, database and jobs."""
         global _runtime
         with _runtime_lock:
-            _runtime = _Runtime(self.settings, self.engine, session_factory(self.engine),
-                                {s.id: s for s in self.specs})
+            _runtime = self._make_runtime()
+
+    def run_job(self, job_id: str, *, fire_time: datetime | None = None) -> str:
+        """Run job ``job_id`` once with this service's database, claimed like a scheduled run.
+
+        Unlike the module's :func:`run_job` (what the job store calls), this does not touch the
+        process-wide runtime, so two services in one process behave as two nodes would.
+        """
+        return _run(self._make_runtime(), job_id, fire_time)
 
     def start(self) -> None:
         """Install the runtime, sync the job store with the specs and start firing."""

@@ -125,10 +125,56 @@ def test_chunks_do_not_change_the_result(bars: pl.DataFrame, results: dict,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from falcon.screener import engine
 
-    monkeypatch.setattr(engine, "CHUNK_TICKERS", 3)  # 35 tickers in 12 chunks
+    monkeypatch.setattr(engine, "READ_CELLS", 5000)  # a few tickers a read
+    monkeypatch.setattr(engine, "CHUNK_CELLS", 1)  # one ticker a chunk
     small = compute(bars.lazy(), list(PROFILES.values()), D)
     assert [[p.as_dict() for p in r.picks] for r in small] == [
         [p.as_dict() for p in results[r.profile.name].picks] for r in small]
+
+
+def test_row_order_does_not_matter(bars: pl.DataFrame, results: dict) -> None:
+    # The store's scan gives rows month file by month file; compute puts them in (ticker, date)
+    # order itself, whatever order they come in.
+    shuffled = bars.sample(fraction=1.0, shuffle=True, seed=3)
+    assert shuffled["ticker"].to_list() != bars["ticker"].to_list()
+    again = compute(shuffled.lazy(), list(PROFILES.values()), D)
+    assert [[p.as_dict() for p in r.picks] for r in again] == [
+        [p.as_dict() for p in results[r.profile.name].picks] for r in again]
+
+
+def test_each_expression_reads_only_its_fields_and_history() -> None:
+    from falcon.screener import lang
+
+    assert lang.fields("close > sma(close, 200)") == {"close"}
+    assert lang.fields("volume / sma(volume, 20)[1] >= 2") == {"volume"}
+    assert lang.fields("atr(14) > 1") == {"high", "low", "close"}
+    assert lang.fields("gap() >= 4 and close >= open") == {"open", "close"}
+    assert lang.recursive("rsi(close, 14) > rsi(close, 14)[1]")
+    assert lang.recursive("close > ema(sma(close, 5), 10)")
+    assert not lang.recursive("close <= bollinger(close, 20, 2).lower * 1.02")
+
+
+def test_fixed_windows_are_exact_with_their_look_back_alone(bars: pl.DataFrame) -> None:
+    # SMA200 is computed over exactly 200 sessions (not the 250 of the warm-up) and RSI over
+    # SHORT_TIER: both must still be TA-Lib's values over those windows.
+    p = parse_profile({"name": "x", "conditions": ["close > 0"], "factors": [
+        {"name": "sma", "expr": "sma(close, 200)", "weight": 1},
+        {"name": "low", "expr": "lowest(close, 120)", "weight": 0},
+        {"name": "rsi", "expr": "rsi(close, 14)", "weight": 0},
+        {"name": "ema", "expr": "ema(close, 100)", "weight": 0}]})
+    [r] = compute(bars.lazy(), [p], D)
+    pick = next(x for x in r.pool if x.ticker == "TRPB")
+    close = bars.filter(pl.col("ticker") == "TRPB")["close"].to_numpy()
+    assert pick.factors["sma"]["value"] == pytest.approx(talib.SMA(close, 200)[-1], abs=1e-6)
+    assert pick.factors["low"]["value"] == pytest.approx(talib.MIN(close, 120)[-1], abs=1e-6)
+    assert pick.factors["rsi"]["value"] == pytest.approx(
+        talib.RSI(close[-WINDOW:], 14)[-1], abs=1e-6)
+    # A recursive smoothing that needs more than SHORT_TIER (100 + the margin) gets the whole
+    # warm-up (SMA200's 200 + 50 here), as a profile's warmup_bars promises.
+    n = p.warmup_bars
+    assert n == 250 and len(close) > n
+    assert pick.factors["ema"]["value"] == pytest.approx(talib.EMA(close[-n:], 100)[-1],
+                                                         abs=1e-6)
 
 
 def test_top_n_and_a_day_with_no_candidates(bars: pl.DataFrame) -> None:

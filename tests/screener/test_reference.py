@@ -22,7 +22,7 @@ from falcon.screener.reference import (
     sectors,
 )
 
-from .massive_server import MassiveServer
+from ..massive_server import MassiveServer
 
 KEY = "mk-secret-key-123"
 

@@ -13,13 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import calendar as cal
 from falcon.config import Settings, load_settings
 from falcon.db.engine import make_engine
-from falcon.db.models import ScreenRun, ServiceRun
+from falcon.db.models import Event, ScreenRun, ServiceRun
 from falcon.services.scheduler import (
     JobSpec,
     SchedulerService,
@@ -111,6 +111,53 @@ def test_two_nodes_claiming_the_same_run_one_wins(db_url: str) -> None:
             e.dispose()
 
 
+def test_two_scheduler_instances_run_a_firing_once(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two services (two nodes: own engine each) fire the same job at the same time: one runs."""
+    from falcon.services import scheduler
+
+    calls: list[tuple[str, datetime]] = []
+    lock = threading.Lock()
+
+    def counted(rt: object, spec: JobSpec, when: datetime) -> str:
+        with lock:
+            calls.append((spec.id, when))
+        threading.Event().wait(0.2)  # still running when the other node tries
+        return "counted"
+
+    monkeypatch.setitem(scheduler.ACTIONS, "count", counted)
+    settings = load_settings({"home": tmp_path / "home", "database_url": db_url})
+    specs = [JobSpec("nightly", trigger_for("03:15", trading_days=False), "count",
+                     trading_days=False, grace_s=3600)]
+    engines = [make_engine(db_url) for _ in range(2)]
+    nodes = [SchedulerService(settings, e, specs=specs) for e in engines]
+    try:
+        fires = [datetime(2024, 5, d, 7, 15, tzinfo=UTC) for d in (1, 2, 3)]
+        for when in fires:
+            barrier = threading.Barrier(len(nodes))
+            outcomes: list[str] = []
+
+            def fire(node: SchedulerService, when: datetime = when,
+                     barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes) -> None:
+                barrier.wait()
+                outcomes.append(node.run_job("nightly", fire_time=when))
+
+            threads = [threading.Thread(target=fire, args=(n,)) for n in nodes]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            assert sorted(outcomes) == ["claimed-elsewhere", "ok"], (when, outcomes)
+        assert calls == [("nightly", t) for t in fires]  # each firing ran exactly once
+        with engines[0].connect() as conn:
+            rows = conn.execute(select(ServiceRun.name, ServiceRun.scheduled_for,
+                                       ServiceRun.outcome).order_by(ServiceRun.id)).all()
+        assert [tuple(r) for r in rows] == [("nightly", t, "ok") for t in fires]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
 @pytest.fixture
 def stored(tmp_path: Path, db_url: str, sessions: sessionmaker[Session]) -> Settings:
     settings = load_settings({"home": tmp_path / "home", "database_url": db_url})
@@ -154,13 +201,22 @@ def test_run_job_records_and_guards(stored: Settings, engine: Engine,
         done = s.scalars(select(ScreenRun).where(ScreenRun.status == "done")).one()
         assert done.as_of == date(2024, 5, 1) and any(p.ticker == "BRKT" for p in done.picks)
         ok = s.scalars(select(ServiceRun).where(ServiceRun.outcome == "ok")).one()
-        assert ok.started_at == fire and ok.finished_at is not None
+        assert ok.scheduled_for == fire and ok.finished_at is not None
+        assert ok.started_at > fire  # when it actually ran (now), not when it was due
 
     # Housekeeping removes finished runs past the retention (all of the 2024 ones above).
     with sessions.begin() as s:
+        # As if the runs above had run when they were due, in 2024.
+        s.execute(update(ServiceRun).values(started_at=datetime(2024, 7, 5, tzinfo=UTC)))
         s.add(ServiceRun(name="recent", outcome="ok", started_at=datetime.now(UTC)))
+        # Live-update events past the retention ([web] events_retention_days, 7) go too.
+        s.add(Event(kind="test", payload={"n": "old"}, ts=datetime.now(UTC) - timedelta(days=8)))
+        s.add(Event(kind="test", payload={"n": "new"}, ts=datetime.now(UTC) - timedelta(days=6)))
     assert run_job("housekeeping", fire_time=datetime.now(UTC).replace(microsecond=0)) == "ok"
     assert sorted(n for n, _, _ in _runs(sessions)) == ["housekeeping", "recent"]
+    with sessions() as s:
+        left = [e.payload["n"] for e in s.scalars(select(Event).where(Event.kind == "test"))]
+        assert left == ["new"]
 
 
 def _wait_for(predicate: object, what: str, timeout: float = 30.0) -> object:

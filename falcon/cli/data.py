@@ -186,13 +186,13 @@ def sample_cmd(as_json: bool) -> None:
                    f"{report.splits} splits ({took:.1f}s)")
 
 
-@cli.group("reference")
+@cli.group("reference", hidden=True)
 def reference() -> None:
-    """Reference data (tickers and splits) from CSV files.
+    """Reference data from CSV files (an alias of `falcon reference load`).
 
     \b
     Example:
-      falcon data reference load tickers.csv
+      falcon reference load tickers.csv
     """
 
 
@@ -200,24 +200,14 @@ def reference() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--what", type=click.Choice(["auto", "tickers", "splits"]), default="auto",
               show_default=True, help="What the file holds (auto: from its columns).")
-def reference_load(path: Path, what: str) -> None:
-    """Load a tickers CSV (ticker,name,type,exchange,sector,market_cap) or a splits CSV
-    (ticker,execution_date,split_from,split_to) into the database.
+@click.pass_context
+def reference_load(ctx: click.Context, path: Path, what: str) -> None:
+    """Load a tickers or splits CSV: the same as `falcon reference load` (kept for scripts).
 
     \b
     Example:
-      falcon data reference load splits.csv
+      falcon reference load splits.csv
     """
-    from falcon.data.reference import load_splits, load_tickers, read_splits_csv, read_tickers_csv
-    from falcon.data.store import Store
+    from falcon.cli.reference import load_cmd
 
-    ctx = app()
-    ctx.ready_engine()
-    if what == "auto":
-        header = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
-        what = "splits" if "execution_date" in header else "tickers"
-    if what == "splits":
-        n = load_splits(ctx.sessions, read_splits_csv(path), Store.of(ctx.settings))
-    else:
-        n = load_tickers(ctx.sessions, read_tickers_csv(path))
-    click.echo(f"{path.name}: {n} {what} rows loaded")
+    ctx.invoke(load_cmd, path=path, kind=None if what == "auto" else what)

@@ -69,25 +69,26 @@ def refresh_cmd(details: str, tickers: tuple[str, ...], max_details: int | None,
 @cli.command("load")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["tickers", "splits"]),
-              help="What the file holds (default: from its header).")
+              help="What the file holds (default: splits when it has execution_date).")
 def load_cmd(path: Path, kind: str | None) -> None:
     """Load a tickers or splits CSV into the reference tables.
 
-    Tickers: ticker plus any of name,type,exchange,sector,market_cap,active.
-    Splits: ticker,execution_date,split_from,split_to (a 4-for-1 split is 1,4).
+    Tickers: ticker plus any of name,type,exchange,sector,market_cap,active (only the columns
+    present are updated). Splits: ticker,execution_date,split_from,split_to (a 4-for-1 split is
+    1,4). A bad row rejects the whole file, naming its line and column.
 
     \b
     Examples:
       falcon reference load tickers.csv
       falcon reference load splits.csv
     """
-    from falcon.screener.reference import load_csv
+    from falcon.data.reference import load_csv
+    from falcon.data.store import Store
 
     ctx = app()
     ctx.ready_engine()
-    what, count = load_csv(ctx.sessions, path, kind)  # type: ignore[arg-type]
-    if what == "splits":
-        _mirror_splits()
+    what, count = load_csv(ctx.sessions, path, kind,  # type: ignore[arg-type]
+                           Store.of(ctx.settings))
     click.echo(f"{path}: {count} {what} loaded")
 
 

@@ -164,10 +164,15 @@ def _read_text(data: bytes) -> pl.DataFrame:
         raise FileRejected(f"unreadable CSV ({first[:160]})") from None
 
 
-def _is_sorted(frame: pl.DataFrame) -> bool:
+def _sorted_expr() -> pl.Expr:
+    """True when rows are strictly sorted by (ticker, window_start) (a null breaks the order)."""
     t, w = pl.col("ticker"), pl.col("window_start")
     step = (t > t.shift(1)) | ((t == t.shift(1)) & (w > w.shift(1)))
-    return bool(frame.select(step.slice(1).fill_null(False).all()).item())
+    return step.slice(1).fill_null(False).all()
+
+
+def _is_sorted(frame: pl.DataFrame) -> bool:
+    return bool(frame.select(_sorted_expr()).item())
 
 
 def _typed_from_text(text: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
@@ -195,7 +200,8 @@ def _date_expr(file_date: date | None) -> pl.Expr:
     )
 
 
-def _reason_expr(file_date: date | None, has_non_numeric: bool) -> pl.Expr:
+def _conditions(file_date: date | None) -> list[tuple[str, pl.Expr]]:
+    """(reason, condition) for every row check but ``non_numeric``, in :data:`REASONS` order."""
     c = pl.col
     prices = [c(p) for p in _PRICES]
     missing = pl.any_horizontal([c(n).is_null() for n in COLUMNS])
@@ -211,24 +217,37 @@ def _reason_expr(file_date: date | None, has_non_numeric: bool) -> pl.Expr:
     same_prev = (ticker == ticker.shift(1)) & (c("window_start") == c("window_start").shift(1))
     same_next = (ticker == ticker.shift(-1)) & (c("window_start") == c("window_start").shift(-1))
     duplicate = (same_prev | same_next).fill_null(False)
-    first = c("_non_numeric") if has_non_numeric else pl.lit(False)
-    chain = (
-        pl.when(first).then(pl.lit("non_numeric"))
-        .when(missing).then(pl.lit("missing_value"))
-    )
-    return (
-        chain.when(bad_ticker).then(pl.lit("bad_ticker"))
-        .when(bad_price).then(pl.lit("bad_price"))
-        .when(c("high") < c("low")).then(pl.lit("high_below_low"))
-        .when((c("open") < c("low")) | (c("open") > c("high"))).then(pl.lit("open_outside_range"))
-        .when((c("close") < c("low")) | (c("close") > c("high")))
-        .then(pl.lit("close_outside_range"))
-        .when(~c("volume").is_finite() | (c("volume") < 0)).then(pl.lit("bad_volume"))
-        .when(c("transactions") < 0).then(pl.lit("bad_transactions"))
-        .when(wrong_date).then(pl.lit("wrong_date"))
-        .when(duplicate).then(pl.lit("duplicate"))
-        .otherwise(pl.lit(None, dtype=pl.String))
-    )
+    return [
+        ("missing_value", missing),
+        ("bad_ticker", bad_ticker),
+        ("bad_price", bad_price),
+        ("high_below_low", c("high") < c("low")),
+        ("open_outside_range", (c("open") < c("low")) | (c("open") > c("high"))),
+        ("close_outside_range", (c("close") < c("low")) | (c("close") > c("high"))),
+        ("bad_volume", ~c("volume").is_finite() | (c("volume") < 0)),
+        ("bad_transactions", c("transactions") < 0),
+        ("wrong_date", wrong_date),
+        ("duplicate", duplicate),
+    ]
+
+
+def _reason_expr(file_date: date | None, has_non_numeric: bool) -> pl.Expr:
+    """The first reason that applies to a row (null for a good row)."""
+    conditions = _conditions(file_date)
+    first = pl.col("_non_numeric") if has_non_numeric else pl.lit(False)
+    chain = pl.when(first).then(pl.lit("non_numeric"))
+    for reason, condition in conditions:
+        chain = chain.when(condition).then(pl.lit(reason))  # type: ignore[assignment]
+    return chain.otherwise(pl.lit(None, dtype=pl.String))
+
+
+def _any_bad_expr(file_date: date | None) -> pl.Expr:
+    """True when some row may fail a check (a null condition counts: the exact pass decides).
+
+    One OR over the conditions is much cheaper than the reason chain, and a clean file (the
+    usual case) needs nothing more.
+    """
+    return pl.any_horizontal([cond for _, cond in _conditions(file_date)]).fill_null(True).any()
 
 
 def parse_csv(data: bytes, *, file_date: date | None = None) -> ParsedFile:
@@ -248,12 +267,24 @@ def parse_csv(data: bytes, *, file_date: date | None = None) -> ParsedFile:
         # Keep what the file said, not the nulls a failed cast left behind.
         typed = typed.hstack(text.rename({n: f"_raw_{n}" for n in COLUMNS}))
     rows_total = typed.height
-    if not _is_sorted(typed):
+    any_bad = True
+    if text is None:
+        # One pass over a typed file: is it sorted, and might any row be bad (if sorted)?
+        flags = typed.select(_sorted_expr().alias("sorted"), _any_bad_expr(file_date).alias("bad"))
+        in_order, any_bad = bool(flags.item(0, "sorted")), bool(flags.item(0, "bad"))
+    else:
+        in_order = _is_sorted(typed)
+    if not in_order:
         typed = typed.sort(["ticker", "window_start"], nulls_last=True, maintain_order=True)
-    reason = _reason_expr(file_date, has_non_numeric=text is not None)
-    checked = typed.with_columns(reason.alias("reason"))
-    bad_mask = checked.get_column("reason").is_not_null()
-    good = checked.filter(~bad_mask) if bad_mask.any() else checked
+        any_bad = True  # the duplicate check above assumed sorted rows: judge again below
+    if any_bad:
+        reason = _reason_expr(file_date, has_non_numeric=text is not None)
+        checked = typed.with_columns(reason.alias("reason"))
+        bad_mask = checked.get_column("reason").is_not_null()
+        any_bad = bool(bad_mask.any())
+    else:
+        checked = typed
+    good = checked.filter(~bad_mask) if any_bad else checked
 
     kept = good.select(
         pl.col("ticker"),
@@ -261,7 +292,7 @@ def parse_csv(data: bytes, *, file_date: date | None = None) -> ParsedFile:
         "open", "high", "low", "close", "volume", "transactions",
         _date_expr(file_date).alias("date"),
     )
-    if not bad_mask.any():
+    if not any_bad:
         return ParsedFile(kept=kept, rejected=_empty_rejects(), rows_total=rows_total)
     row_date = (
         pl.lit(file_date, dtype=pl.Date)

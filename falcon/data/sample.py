@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.config import Settings
 from falcon.data.importer import FileResult, ImportReport, import_files
-from falcon.data.reference import load_splits, load_tickers, read_splits_csv, read_tickers_csv
+from falcon.data.reference import load_csv
 from falcon.data.store import Store
 from falcon.errors import DataError
 
@@ -50,6 +50,6 @@ def load_sample(
     """Import the sample into the store and its reference data into the database (idempotent)."""
     store = Store.of(settings)
     report = import_files(sample_files(root), store=store, sessions=sessions, on_file=on_file)
-    tickers = load_tickers(sessions, read_tickers_csv(root / "tickers.csv"))
-    splits = load_splits(sessions, read_splits_csv(root / "splits.csv"), store)
+    _, tickers = load_csv(sessions, root / "tickers.csv", "tickers")
+    _, splits = load_csv(sessions, root / "splits.csv", "splits", store)
     return SampleReport(imports=report, tickers=tickers, splits=splits)

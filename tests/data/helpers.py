@@ -52,7 +52,8 @@ def minute_file(root: Path, day: date, rows: Iterable[Row]) -> Path:
 
 def week(start: date, n: int) -> list[date]:
     """``n`` weekdays from ``start`` (tests pick ranges without holidays)."""
-    out, day = [], start
+    out: list[date] = []
+    day = start
     while len(out) < n:
         if day.weekday() < 5:
             out.append(day)

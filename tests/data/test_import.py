@@ -35,7 +35,7 @@ def test_import_then_same_file_is_unchanged(
     report = import_files([f], store=dsettings, sessions=dsessions)
     assert [r.status for r in report.files] == ["imported"]
     part = store.partition_path("day", D1)
-    assert part == store.root / "day" / "2024" / "2024-02.parquet"
+    assert part == store.root / "day" / "2024" / "02" / "2024-02-05.parquet"
     before = part.stat().st_mtime_ns
     again = import_files([f], store=dsettings, sessions=dsessions)
     assert again.files[0].status == "unchanged"

@@ -37,13 +37,16 @@ def test_reads_are_sorted_and_typed(filled: Store) -> None:
 
 
 def test_date_range_prunes_files_and_filters_rows(filled: Store) -> None:
-    assert [p.stem for p in filled.partitions("day")] == ["2024-01", "2024-02"]
-    assert [p.stem for p in filled.partitions("day", date(2024, 2, 1), None)] == ["2024-02"]
+    # One batch of several sessions: one compacted file per month, named by its span.
+    assert [p.stem for p in filled.partitions("day")] == [
+        "2024-01-29_2024-01-31", "2024-02-01_2024-02-09"]
+    assert [p.stem for p in filled.partitions("day", date(2024, 2, 1), None)] == [
+        "2024-02-01_2024-02-09"]
     feb = read_bars(filled, start=date(2024, 2, 1), end=date(2024, 2, 2), tickers=["AAA"])
     frame = feb.collect()
     assert frame["close"].to_list() == [103.0, 104.0]
     plan = feb.explain()
-    assert "2024-01.parquet" not in plan
+    assert "2024-01-29_2024-01-31.parquet" not in plan
 
 
 def test_datetime_bounds_must_be_aware(filled: Store) -> None:

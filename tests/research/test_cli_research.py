@@ -172,4 +172,6 @@ def test_real_backtest_on_the_sample_then_promote(runner: CliRunner, cli_env: di
     redo = _json(_run(runner, "research", "backtest", str(default["strategy_id"]), "--start",
                       "2020-01-01", "--json"))
     # No --basket: the sample universe's stocks (its index levels are benchmarks, not trades).
-    assert redo["tickers"] == ["AAPL", "AMZN", "GOOG", "GOOGL", "META", "MSFT", "NFLX", "NVDA"]
+    assert len(redo["tickers"]) == 36 and redo["tickers"] == sorted(redo["tickers"])
+    assert {"AAPL", "AMZN", "GOOG", "GOOGL", "META", "MSFT", "NFLX", "NVDA", "JPM", "XOM"} <= set(
+        redo["tickers"]) and not any(t.startswith("I:") for t in redo["tickers"])

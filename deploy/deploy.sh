@@ -11,6 +11,8 @@
 #          start | stop | restart   the node type's services
 #          backup    fetch a pg_dump and the config into $FALCON_BACKUP_DIR/<time>/
 #          restore   put a backup back: deploy.sh restore all [BACKUP_DIR] (default: the newest)
+#          build     only build the release for the given CPU architectures, no node touched:
+#                    deploy.sh build aarch64 [x86_64]  (then FALCON_RELEASE_DIR installs it)
 # TARGET   all | db | compute | web
 #
 # Environment:
@@ -50,7 +52,7 @@ export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-$([[ -t 1 ]] && echo 1 || echo
 unset ANSIBLE_LOG_PATH
 
 log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf 'error: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -73,6 +75,8 @@ abspath() {  # a path as given, relative to the current directory or else to ans
 INVENTORY=$(abspath "${FALCON_INVENTORY:-$ANSIBLE_DIR/inventory/production/hosts.yml}")
 SECRETS=$(abspath "${FALCON_SECRETS_FILE:-$DEPLOY_DIR/secrets.env}")
 RELEASE_DIR=$(abspath "${FALCON_RELEASE_DIR:-$BUILD_DIR/release}")
+PROBE_ERR=$(mktemp "${TMPDIR:-/tmp}/falcon-deploy.XXXXXX")
+trap 'rm -f "$PROBE_ERR"' EXIT
 
 # ------------------------------------------------------------------ preconditions
 
@@ -108,21 +112,24 @@ $SECRETS, chmod 600 it and fill it in (or set FALCON_SECRETS_FILE)"
 ANSIBLE_EXTRA=()
 read -r -a ANSIBLE_EXTRA <<<"${FALCON_ANSIBLE_ARGS:-}"
 
-# Ask the node(s) for their CPU architecture: one round trip that also says clearly which node
-# cannot be reached. Prints the architectures, one per line.
+# Ask the node(s) for their CPU architecture: one round trip, before anything changes anywhere,
+# that also says clearly which node cannot be reached (one line per node, exit 3). Prints the
+# architectures, one per line.
 probe_nodes() {
     local pattern=$1 out rc=0
-    out=$("$VENV/bin/ansible" "$pattern" -i "$INVENTORY" --one-line \
-        -m ansible.builtin.setup -a 'filter=ansible_architecture gather_subset=!all' 2>&1) || rc=$?
+    out=$(ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.json \
+        "$VENV/bin/ansible" "$pattern" -i "$INVENTORY" \
+        -m ansible.builtin.setup -a 'filter=ansible_architecture gather_subset=!all' \
+        2>"$PROBE_ERR") || true
+    out=$("$VENV/bin/python" "$DEPLOY_DIR/node_facts.py" "$INVENTORY" "$pattern" <<<"$out") || rc=$?
     if [[ $rc -ne 0 ]]; then
-        if grep -q 'UNREACHABLE' <<<"$out"; then
-            grep 'UNREACHABLE' <<<"$out" | sed -E 's/^([^ ]+) \| UNREACHABLE!.*"msg": "([^"]*)".*/  \1: \2/' >&2
-            die "cannot reach the node(s) above over SSH (check ansible_host/ansible_user in $INVENTORY)" 3
+        # Ansible's own complaint (a broken inventory, say) is the best explanation there is
+        if [[ $rc -eq 4 && -s $PROBE_ERR ]]; then
+            grep -E '^\[?(ERROR|WARNING)' "$PROBE_ERR" | head -n 3 >&2 || true
         fi
-        printf '%s\n' "$out" >&2
-        die "cannot ask the nodes ($pattern) for their facts" 3
+        exit "$rc"
     fi
-    grep -o '"ansible_architecture": *"[^"]*"' <<<"$out" | sed -E 's/.*"([^"]*)"$/\1/' | sort -u
+    awk '{print $2}' <<<"$out" | sort -u
 }
 
 # ------------------------------------------------------------------ release build
@@ -216,7 +223,9 @@ release_for() {  # build a release for the architectures of the compute/web node
         probe_nodes "$pattern" >/dev/null
         read -r -a arches <<<"$FALCON_DEPLOY_ARCHES"
     else
-        mapfile -t arches < <(probe_nodes "$pattern")
+        local found
+        found=$(probe_nodes "$pattern") || exit $?
+        mapfile -t arches <<<"$found"
     fi
     build_release "${arches[@]}"
 }
@@ -253,6 +262,13 @@ ssh_follow_logs() {  # TARGET [journalctl args]
 main() {
     [[ $# -ge 2 ]] || usage
     local action=$1 target=$2
+    if [[ $action == build ]]; then  # ARCH... instead of a target; needs no inventory
+        shift
+        ensure_venv
+        build_release "$@"
+        printf '%s\n' "$BUILD_DIR/release"
+        return
+    fi
     shift 2
     case $target in all | db | compute | web) ;; *) die "unknown target '$target' (all, db, compute, web)" 2 ;; esac
     local limit app_pattern
@@ -263,12 +279,20 @@ main() {
         *) app_pattern=$target ;;
     esac
 
+    case $action in
+        setup | deploy | status | logs | start | stop | restart | backup | restore) ;;
+        -h | --help | help) usage ;;
+        *) die "unknown action '$action' (setup, deploy, status, logs, start, stop, restart, backup, restore)" 2 ;;
+    esac
     check_inventory
+    # the operator's mistakes first, before a minute of making the Ansible venv
+    case $action in
+        setup | deploy | backup | restore) check_secrets ;;
+    esac
     ensure_venv
     local base_vars
     case $action in
         setup)
-            check_secrets
             local book=site.yml
             [[ $target != all ]] && book=$target.yml
             probe_nodes "$limit" >/dev/null
@@ -280,7 +304,6 @@ main() {
             ;;
         deploy)
             [[ -n $app_pattern ]] || die "nothing of Falcon's code runs on db: use 'setup db'" 2
-            check_secrets
             release_for "$app_pattern"
             base_vars=$(json_vars falcon_secrets_file "$SECRETS" falcon_app_release_dir "$RELEASE_DIR")
             playbook deploy.yml --limit "$app_pattern" -e "$base_vars" "$@"
@@ -302,11 +325,10 @@ main() {
             ;;
         backup)
             [[ $target == all || $target == db ]] || die "backup is of the database and config: use 'backup all' or 'backup db'" 2
-            check_secrets
             local dest
+            probe_nodes "$limit" >/dev/null
             dest="$BACKUP_DIR/$(date -u +%Y%m%dT%H%M%SZ)"
             mkdir -p "$dest" && chmod 700 "$BACKUP_DIR" "$dest"
-            probe_nodes "$limit" >/dev/null
             playbook backup.yml --limit "$([[ $target == all ]] && echo all || echo db)" \
                 -e "$(json_vars falcon_secrets_file "$SECRETS" falcon_backup_dir "$dest")"
             log "backup in $dest"
@@ -314,7 +336,6 @@ main() {
             ;;
         restore)
             [[ $target == all || $target == db ]] || die "restore puts the database and config back: use 'restore all' or 'restore db'" 2
-            check_secrets
             local from=${1:-}
             if [[ -z $from ]]; then
                 from=$(find "$BACKUP_DIR" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort | tail -n 1)

@@ -60,7 +60,7 @@ def cli(as_json: bool) -> None:
             results.append(_check("migrations", migrations))
         from falcon.data.health import data_checks
 
-        results.extend(_check(name, fn) for name, fn in data_checks(ctx.settings))
+        results.extend(_check(name, fn) for name, fn in data_checks(ctx.settings, ctx.engine))
 
     ok = all(r["ok"] for r in results)
     if as_json:

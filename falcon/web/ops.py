@@ -52,7 +52,8 @@ def health_checks(settings: Settings, engine: Engine) -> list[dict[str, Any]]:
     results = [_run("database", database)]
     if results[0]["ok"]:
         results.append(_run("migrations", migrations))
-    results.extend(_run(name, fn) for name, fn in data_checks(settings))
+    # freshness is read from the database (data_imports), the same on every node
+    results.extend(_run(name, fn) for name, fn in data_checks(settings, engine))
     return results
 
 

@@ -18,6 +18,7 @@ safe to call at any point (and again). Used by tests/cluster/ and by scripts/clu
 
     python -m tests.cluster.lab image      # build (or reuse) the cached root file system
     python -m tests.cluster.lab up         # boot three nodes, print how to reach them
+    python -m tests.cluster.lab up single  # boot one node (SINGLE), e.g. FALCON_CLUSTER_ARCH=arm64
     python -m tests.cluster.lab down       # remove what `up` made (reads the state file)
 """
 
@@ -50,6 +51,18 @@ LOCK_FILE = Path(f"/run/falcon-lab-{LAB_ID}.lock")
 CGROUP_SLICE = f"falcon-lab-{LAB_ID}"
 ADMIN_USER = "deploy"  # the SSH user Ansible uses, with passwordless sudo (like `pi` on a Pi)
 SUITE = "bookworm"
+# The nodes' CPU architecture (Debian's name): the host's by default; FALCON_CLUSTER_ARCH=arm64 on
+# an x86_64 host boots Raspberry Pi OS-like arm64 nodes under qemu-user-static (binfmt_misc).
+_HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(
+    os.environ.get("FALCON_CLUSTER_ARCH", ""), os.environ.get("FALCON_CLUSTER_ARCH", "")
+) or _HOST_ARCH
+FOREIGN = ARCH != _HOST_ARCH
+# Under qemu-user a setuid binary (sudo) gets no root: binfmt_misc hands it to the interpreter
+# without the binary's credentials (Debian registers qemu without binfmt's C flag, and adding it
+# would make every setuid aarch64 binary on this host root-capable). So emulated nodes are
+# managed as root over SSH with the lab's key instead of `deploy` + sudo.
+SSH_USER = "root" if FOREIGN else ADMIN_USER
 
 # Bump when the build steps below change in a way the package list does not show.
 IMAGE_RECIPE = 3
@@ -64,6 +77,8 @@ IMAGE_PACKAGES = (
 )
 
 NODES = {"db": 10, "compute": 11, "web": 12}
+# One node carrying all three roles (ansible/inventory/single), like a lone Raspberry Pi.
+SINGLE = {"pi": 20}
 
 
 class LabUnavailable(Exception):
@@ -121,6 +136,36 @@ def preflight() -> None:
         raise LabUnavailable("needs iproute2 and openssh-client on the host")
     if not Path("/sys/fs/cgroup").exists():
         raise LabUnavailable("no cgroup file system")
+    if FOREIGN:
+        _preflight_foreign()
+
+
+def _preflight_foreign() -> None:
+    """Make ARCH binaries run here: qemu-user-static registered with binfmt_misc (flag F, so that
+    the interpreter works inside the containers too)."""
+    qemu = {"arm64": "aarch64", "armhf": "arm"}.get(ARCH)
+    if qemu is None:
+        raise LabUnavailable(f"no qemu emulation known for FALCON_CLUSTER_ARCH={ARCH}")
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        run("mount", "-t", "binfmt_misc", "binfmt_misc", binfmt, check=False, capture=True)
+    if not (binfmt / f"qemu-{qemu}").exists():
+        if shutil.which("apt-get") is None:
+            raise LabUnavailable("qemu-user-static is missing and there is no apt-get")
+        log("installing qemu-user-static and binfmt-support")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        res = subprocess.run(["apt-get", "install", "-y", "-qq", "qemu-user-static",
+                              "binfmt-support"], stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, env=env, check=False)
+        if res.returncode != 0:
+            raise LabUnavailable(f"cannot install qemu-user-static: {res.stderr.strip()[-300:]}")
+        run("update-binfmts", "--enable", f"qemu-{qemu}", check=False, capture=True)
+    entry = binfmt / f"qemu-{qemu}"
+    if not entry.exists() or "enabled" not in entry.read_text():
+        raise LabUnavailable(f"binfmt_misc has no enabled qemu-{qemu} entry")
+    if "flags: " in entry.read_text() and "F" not in entry.read_text().split("flags: ")[1][:4]:
+        raise LabUnavailable(f"qemu-{qemu} is registered without the F flag: containers cannot "
+                             "use it")
 
 
 # ---------------------------------------------------------------- image
@@ -170,7 +215,9 @@ def _host_apt_options() -> list[str]:
 def image_key() -> str:
     material = json.dumps({
         "recipe": IMAGE_RECIPE, "suite": SUITE, "packages": IMAGE_PACKAGES,
-        "sources": _host_apt_sources(), "admin": ADMIN_USER, "arch": os.uname().machine,
+        "sources": _host_apt_sources(), "admin": ADMIN_USER,
+        # (the host's machine name for native images: the key of images built before arm64)
+        "arch": ARCH if FOREIGN else os.uname().machine,
     }, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
@@ -187,7 +234,8 @@ def build_image() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=root.parent))
     tmp_root = tmp / "rootfs"
     started = time.monotonic()
-    log(f"building image {key} with mmdebstrap (about a minute or two)")
+    log(f"building image {key} ({ARCH}) with mmdebstrap (about a minute or two"
+        f"{'; far longer under qemu' if FOREIGN else ''})")
     hooks = [
         # services are enabled by the roles on the nodes that need them
         'chroot "$1" systemctl disable postgresql.service nginx.service',
@@ -203,6 +251,7 @@ def build_image() -> Path:
     ]
     argv: list[str] = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+        f"--architectures={ARCH}",
         f"--include={','.join(IMAGE_PACKAGES)}", "--skip=cleanup/apt/lists",
         "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
@@ -213,7 +262,7 @@ def build_image() -> Path:
     argv += [SUITE, str(tmp_root), *sources]
     try:
         res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=1200, check=False)
+                             timeout=3600 if FOREIGN else 1200, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"mmdebstrap failed ({res.returncode}):\n{res.stderr[-3000:]}")
         Path(tmp_root / "etc" / "machine-id").write_text("")
@@ -265,6 +314,7 @@ class Lab:
     run_dir: Path = RUN_ROOT
     nodes: dict[str, Node] = field(default_factory=dict)
     made: list[list[str]] = field(default_factory=list)  # what to undo, in order of making
+    layout: dict[str, int] = field(default_factory=lambda: dict(NODES))  # name: address's last byte
 
     # -- state file so that `down` works from another process
     def save(self) -> None:
@@ -337,7 +387,7 @@ class Lab:
         self._made("dir", str(self.run_dir))
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "falcon-lab", "-f", self.ssh_key)
         self._network_bridge()
-        for name, last in NODES.items():
+        for name, last in self.layout.items():
             node = Node(name, f"{SUBNET}.{last}", self.run_dir / name)
             self.nodes[name] = node
             self._prepare(node)
@@ -379,7 +429,7 @@ class Lab:
         root = node.merged
         (root / "etc/hostname").write_text(f"{node.name}\n")
         hosts = "127.0.0.1 localhost\n" + "".join(
-            f"{SUBNET}.{last} {name}\n" for name, last in NODES.items())
+            f"{SUBNET}.{last} {name}\n" for name, last in self.layout.items())
         (root / "etc/hosts").write_text(hosts)
         (root / "etc/machine-id").write_text("")
         run("ssh-keygen", "-q", "-A", "-f", root)  # fresh host keys for this node
@@ -390,6 +440,11 @@ class Lab:
         uid_gid = self._passwd_ids(root, ADMIN_USER)
         for p in (ssh_dir, ssh_dir / "authorized_keys"):
             os.chown(p, *uid_gid)
+        if SSH_USER == "root":
+            root_ssh = root / "root" / ".ssh"
+            root_ssh.mkdir(mode=0o700, exist_ok=True)
+            (root_ssh / "authorized_keys").write_text(Path(f"{self.ssh_key}.pub").read_text())
+            (root_ssh / "authorized_keys").chmod(0o600)
 
     @staticmethod
     def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
@@ -469,8 +524,7 @@ class Lab:
                 break
             time.sleep(0.2)
         else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(node.pid, signal.SIGKILL)
+            _kill_container(node.pid)
             if proc is not None:
                 proc.wait(timeout=10)
         node.pid = None
@@ -481,8 +535,8 @@ class Lab:
         argv = ["ssh", "-i", str(self.ssh_key), "-o", "BatchMode=yes",
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "ConnectTimeout=5",
                 "-o", "StrictHostKeyChecking=yes",
-                "-o", "LogLevel=ERROR", f"{ADMIN_USER}@{n.addr}"]
-        if become:
+                "-o", "LogLevel=ERROR", f"{SSH_USER}@{n.addr}"]
+        if become and SSH_USER != "root":
             argv += ["sudo", "-n"]
         return argv
 
@@ -537,7 +591,8 @@ class Lab:
                     pid = int(rest[1])
                     if _alive(pid) and _is_nspawn(pid):
                         os.kill(pid, signal.SIGTERM)
-                        _wait_gone(pid, 20) or os.kill(pid, signal.SIGKILL)
+                        if not _wait_gone(pid, 20):
+                            _kill_container(pid)
                 elif kind == "mount":
                     if os.path.ismount(rest[0]):
                         r = run("umount", rest[0], check=False, capture=True)
@@ -586,6 +641,35 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _kill_container(nspawn_pid: int) -> None:
+    """SIGKILL a container that did not power off, and then its nspawn.
+
+    The container's init (nspawn's child, PID 1 of its own namespace) goes first: killing it
+    takes every process of the container with it, while killing only nspawn would orphan them.
+    Needed under qemu-user emulation, where the poweroff signal (SIGRTMIN+3) does not reach the
+    emulated systemd.
+    """
+    for child in _children(nspawn_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    _wait_gone_all(_children(nspawn_pid), 10)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(nspawn_pid, signal.SIGKILL)
+
+
+def _wait_gone_all(pids: list[int], timeout: float) -> None:
+    for pid in pids:
+        _wait_gone(pid, timeout)
+
+
 def _is_nspawn(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn"
@@ -606,19 +690,30 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 def _remove_cgroup(path: Path) -> None:
     """rmdir a cgroup and the ones the container's systemd left in it, deepest first."""
-    if not path.exists():
-        return
-    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        with contextlib.suppress(OSError):
-            sub.rmdir()
-    path.rmdir()
+    # A killed container's processes (emulated ones are slow) may take a moment to leave it.
+    deadline = time.monotonic() + 15
+    while True:
+        if not path.exists():
+            return
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()),
+                          key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _mounts_under(root: Path) -> list[str]:
     out = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         target = line.split()[1]
-        if target.startswith(str(root)):
+        # root itself or below it (not /x/lab-flabarm for /x/lab-flab: a second lab's mounts)
+        if target == str(root) or target.startswith(str(root).rstrip("/") + "/"):
             out.append(target)
     return out
 
@@ -630,10 +725,13 @@ def main(argv: list[str]) -> int:
         print(build_image())
     elif cmd == "up":
         preflight()
-        lab = Lab(build_image())
+        # `up single`: one node with every role (like the FALCON_CLUSTER_ARCH=arm64 test)
+        layout = dict(SINGLE) if argv[1:2] == ["single"] else dict(NODES)
+        lab = Lab(build_image(), layout=layout)
         lab.up()
+        last = ",".join(str(v) for v in layout.values())
         print(f"nodes up; ssh -i {lab.ssh_key} -o UserKnownHostsFile={lab.known_hosts} "
-              f"{ADMIN_USER}@{SUBNET}.{{10,11,12}}; stop with: {argv and sys.argv[0]} down")
+              f"{SSH_USER}@{SUBNET}.{{{last}}}; stop with: {sys.argv[0]} down")
         # keep the nspawn processes' parent alive so they are not orphaned mid-boot
         print("Ctrl-C or SIGTERM takes the lab down", flush=True)
 
@@ -653,12 +751,12 @@ def main(argv: list[str]) -> int:
             pass
         lab.down()
     elif cmd == "down":
-        lab = Lab.load()
-        if lab is None:
+        loaded = Lab.load()
+        if loaded is None:
             print("no lab state found", file=sys.stderr)
             return 0
-        lab.lock()  # fails while the `up` process (or a test) still runs it
-        lab.down()
+        loaded.lock()  # fails while the `up` process (or a test) still runs it
+        loaded.down()
     else:
         print(__doc__)
         return 2

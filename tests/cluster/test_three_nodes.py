@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import ADMIN_USER, Lab, LabUnavailable, build_image, log, preflight
+from .lab import ADMIN_USER, ARCH, FOREIGN, Lab, LabUnavailable, build_image, log, preflight
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -106,6 +106,8 @@ def _write_inventory(lab: Lab) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    if FOREIGN:
+        pytest.skip(f"FALCON_CLUSTER_ARCH={ARCH}: tests/cluster/test_arm64_node.py runs instead")
     try:
         preflight()
     except LabUnavailable as exc:
@@ -313,8 +315,8 @@ def test_metrics_only_from_cluster_nodes(cluster: Cluster) -> None:
     assert res.stdout.strip() == "200", res.stdout + res.stderr
 
 
-def test_login_and_overview(cluster: Cluster) -> None:
-    c = cluster
+def _login(c: Cluster) -> tuple[Browser, dict[str, str]]:
+    """A browser logged in to the web node as alice (made on first use); the login's headers."""
     res = c.ssh("web", "falcon user add alice --password-stdin", input=USER_PASSWORD + "\n",
                 check=False)
     assert res.returncode == 0 or "exists" in res.stderr, res.stdout + res.stderr
@@ -325,12 +327,82 @@ def test_login_and_overview(cluster: Cluster) -> None:
     status, headers, body = b.request("POST", "/login", {
         "username": "alice", "password": USER_PASSWORD, "csrf_token": token.group(1)})
     assert status in (302, 303), (status, body[:1000])
+    return b, headers
+
+
+def test_login_and_overview(cluster: Cluster) -> None:
+    b, headers = _login(cluster)
     status, _, body = b.request("GET", headers.get("location", "/").replace(
         "https://falcon.lab.test", "") or "/")
     assert status == 200, body[:1000]
     assert "alice" in body or "Overview" in body or "overview" in body, body[:1500]
     # and the secret key, the password and the database URL are nowhere on the page
     assert DB_PASSWORD not in body and WEB_SECRET not in body
+
+
+def _json_out(text: str) -> object:
+    """The JSON document a `falcon ... --json` printed (whatever else the wrapper said)."""
+    start = min(i for i in (text.find("["), text.find("{")) if i >= 0)
+    return json.loads(text[start:])
+
+
+def test_screen_on_compute_shows_on_the_dashboard(cluster: Cluster) -> None:
+    """Sample data imported and a screen run on the compute node (as the falcon user, with the
+    node's config) are what the web node's dashboard and /healthz show: the database is the only
+    thing the nodes share."""
+    c = cluster
+    started = time.monotonic()
+    c.ssh("compute", "falcon data sample --json", timeout=600)
+    status = _json_out(c.ssh("compute", "falcon data status --json").stdout)
+    assert isinstance(status, dict)
+    assert status["store"] == "/var/lib/falcon/market_data"
+    day = next(k for k in status["kinds"] if k["kind"] == "day")
+    assert day["tickers"] > 0 and day["sessions"] > 100, day
+    last = day["last_date"]
+    out = c.ssh("compute", f"falcon screen run --all --no-llm --date {last} --json",
+                timeout=900).stdout
+    runs = _json_out(out)
+    assert isinstance(runs, list) and runs, out[-2000:]
+    picked = [r for r in runs if r["picks"]]
+    assert picked, f"no profile picked anything on {last}: {out[-2000:]}"
+    c.timings["sample_and_screen"] = time.monotonic() - started
+    # nothing of it is on the web node itself
+    res = c.ssh("web", "test -e /var/lib/falcon/market_data/day", check=False)
+    assert res.returncode != 0, "the web node has a market-data store of its own"
+
+    b, _ = _login(c)
+    status_code, _, body = b.request("GET", "/api/v1/screener/runs?limit=100")
+    assert status_code == 200, body[:1000]
+    listed = {r["id"]: r for r in json.loads(body)["items"]}
+    for run in runs:
+        assert run["run_id"] in listed, (run["run_id"], sorted(listed))
+        assert listed[run["run_id"]]["profile"] == run["profile"]
+        assert listed[run["run_id"]]["as_of"] == last
+    run = picked[0]
+    status_code, _, body = b.request("GET", f"/api/v1/screener/runs/{run['run_id']}")
+    assert status_code == 200, body[:1000]
+    assert [p["ticker"] for p in json.loads(body)["picks"]] == [
+        p["ticker"] for p in run["picks"]]
+    # and the pages a person reads
+    status_code, _, body = b.request("GET", "/screener/")
+    assert status_code == 200 and f"/screener/runs/{run['run_id']}" in body, body[:2000]
+    assert run["profile"] in body
+    status_code, _, body = b.request("GET", f"/screener/runs/{run['run_id']}")
+    assert status_code == 200
+    assert all(p["ticker"] in body for p in run["picks"]), body[:3000]
+
+    # /healthz on the web node judges freshness from the database's imports, not from its own
+    # (empty) store: it names the compute node's last session
+    status_code, _, body = Browser(c.lab.nodes["web"].addr).request("GET", "/healthz")
+    checks = {k["check"]: k for k in json.loads(body)["checks"]}
+    fresh = checks["data freshness"]
+    assert fresh["ok"] and f"last session {last}" in fresh["detail"], checks
+    # and `falcon doctor` on both nodes agrees
+    for node in ("compute", "web"):
+        doctor = _json_out(c.ssh(node, "falcon doctor --json", check=False).stdout)
+        assert isinstance(doctor, dict)
+        detail = next(k for k in doctor["checks"] if k["check"] == "data freshness")["detail"]
+        assert detail == fresh["detail"], (node, detail, fresh["detail"])
 
 
 # -- PostgreSQL on the db node

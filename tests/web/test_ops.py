@@ -28,7 +28,7 @@ def test_healthz_ok(client: FlaskClient) -> None:
 def test_healthz_503_when_data_check_fails(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing(_settings: object) -> list:
+    def failing(_settings: object, _engine: object = None) -> list:
         def stale() -> str:
             raise DataError("last session 2024-01-02 is 9 sessions behind")
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import JSON, Dialect, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 from falcon.db.models import AuditEntry
 from falcon.db.types import utcnow
@@ -54,6 +55,18 @@ _LIMITS = {"actor": 64, "action": 64, "subject": 200}
 Problem = Literal["edited", "inserted", "deleted"]
 
 
+class _JSONText(TypeDecorator[str]):
+    """The ``detail`` column bound from text that is JSON already (:func:`append_rows` has
+    serialised each detail to hash it; the JSON type would serialise it once more)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        """No processing: the value is the JSON text itself."""
+        return None
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
@@ -62,8 +75,19 @@ def _canonical(value: Any) -> str:
 def compute_hash(prev_hash: str, ts: datetime, actor: str, action: str, subject: str | None,
                  detail: dict[str, Any]) -> str:
     """The hash an entry with these fields must carry."""
-    body = _canonical([ts.isoformat(), actor, action, subject, detail])
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    return _hash_body(prev_hash, ts, actor, action, subject, _canonical(detail))
+
+
+def _hash_body(prev_hash: str, ts: datetime, actor: str, action: str, subject: str | None,
+               body: str) -> str:
+    """:func:`compute_hash` given the detail's canonical JSON ``body`` (serialised once).
+
+    The canonical JSON of ``[ts, actor, action, subject, detail]`` is that of the first four
+    with the detail's text spliced in before the closing bracket: the separators are fixed.
+    """
+    head = _canonical([ts.isoformat(), actor, action, subject])
+    text_ = prev_hash + head[:-1] + "," + body + "]"
+    return hashlib.sha256(text_.encode("utf-8")).hexdigest()
 
 
 def _check_text(name: str, value: str | None) -> None:
@@ -100,8 +124,12 @@ def _lock_chain(session: Session) -> None:
 
 def _clean(
     actor: str, action: str, subject: str | None, detail: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Validate one entry's fields; ``detail`` as JSON would give it back."""
+) -> tuple[dict[str, Any], str]:
+    """Validate one entry's fields; ``detail`` as JSON would give it back, and its canonical JSON.
+
+    The detail is serialised twice (the round trip turns tuples into lists and keys into
+    strings, which may reorder them) and the second text is what the hash is computed over.
+    """
     if not actor or not action:
         raise ValidationError("audit entries need an actor and an action")
     for name, value in (("actor", actor), ("action", action), ("subject", subject)):
@@ -113,13 +141,14 @@ def _clean(
     if not isinstance(clean, dict):
         raise ValidationError("audit detail must be a JSON object")
     body = _canonical(clean)
-    if _has_nul(clean):
+    # JSON escapes NUL as \u0000: only a text holding that escape needs the walk through values.
+    if "\\u0000" in body and _has_nul(clean):
         raise ValidationError("audit detail must not contain NUL characters")
     try:
         (actor + action + (subject or "") + body).encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError("audit entries must be valid Unicode text") from None
-    return clean
+    return clean, body
 
 
 def append(
@@ -147,7 +176,7 @@ def append_many(
     and the rows inserted with one flush. Every entry is validated (as by :func:`append`) before
     anything is written. Returns the new (flushed) rows.
     """
-    cleaned = [(actor, action, subject, _clean(actor, action, subject, detail))
+    cleaned = [(actor, action, subject, *_clean(actor, action, subject, detail))
                for actor, action, subject, detail in entries]
     if not cleaned:
         return []
@@ -157,9 +186,9 @@ def append_many(
     ).scalar()
     prev_hash = last or GENESIS_HASH
     rows: list[AuditEntry] = []
-    for actor, action, subject, clean in cleaned:
+    for actor, action, subject, clean, body in cleaned:
         ts = utcnow()
-        digest = compute_hash(prev_hash, ts, actor, action, subject, clean)
+        digest = _hash_body(prev_hash, ts, actor, action, subject, body)
         rows.append(AuditEntry(ts=ts, actor=actor, action=action, subject=subject, detail=clean,
                                prev_hash=prev_hash, hash=digest))
         prev_hash = digest
@@ -177,7 +206,7 @@ def append_rows(
     For hot paths that do not need the rows back (the paper trader writes its batch's entries
     this way): the same validation, lock, chaining and hashes.
     """
-    cleaned = [(actor, action, subject, _clean(actor, action, subject, detail))
+    cleaned = [(actor, action, subject, *_clean(actor, action, subject, detail))
                for actor, action, subject, detail in entries]
     if not cleaned:
         return 0
@@ -188,13 +217,18 @@ def append_rows(
     ).scalar()
     prev_hash = last or GENESIS_HASH
     rows: list[dict[str, Any]] = []
-    for actor, action, subject, clean in cleaned:
+    for actor, action, subject, _detail, body in cleaned:
         ts = utcnow()
-        digest = compute_hash(prev_hash, ts, actor, action, subject, clean)
+        digest = _hash_body(prev_hash, ts, actor, action, subject, body)
         rows.append({"ts": ts, "actor": actor, "action": action, "subject": subject,
-                     "detail": clean, "prev_hash": prev_hash, "hash": digest})
+                     "detail_json": body, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
-    session.execute(insert(cast(Table, AuditEntry.__table__)), rows)
+    table = cast(Table, AuditEntry.__table__)
+    stmt = insert(table).values(detail=bindparam("detail_json", type_=_JSONText()))
+    if session.get_bind().dialect.name == "postgresql":
+        # RETURNING makes SQLAlchemy send multi-row INSERTs; without it psycopg sends one per row.
+        stmt = stmt.returning(table.c.id)
+    session.execute(stmt, rows)
     return len(rows)
 
 

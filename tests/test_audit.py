@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import audit
@@ -271,4 +271,49 @@ def test_append_many_chains_like_sequential_appends(
 def test_append_many_validates_every_entry_before_writing(sessions: sessionmaker[Session]) -> None:
     with pytest.raises(ValidationError), transaction(sessions) as s:
         audit.append_many(s, [("trader", "ok", None, {}), ("", "missing actor", None, {})])
+    assert _verify(sessions).message == "ok, 0 entries"
+
+
+def test_append_rows_stores_and_hashes_like_append_many(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch path (detail serialised once, bound as JSON text) hashes and stores exactly what
+    :func:`audit.append_many` does, awkward details included: keys that sort differently once
+    they are strings, tuples, non-ASCII text and a literal backslash-u0000 (not a NUL)."""
+    when = utcnow()
+    monkeypatch.setattr(audit, "utcnow", lambda: when)
+    int_keys: Any = {10: "ten", 9: 1 / 3}  # not str keys: what callers may pass all the same
+    inputs: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
+        ("trader", "order.filled", "T1", int_keys),
+        ("trader", "order.submitted", "T2", {"legs": ("a", 2, None), "name": "Zürich €"}),
+        ("trader", "risk.rejected", None, {"note": "\\u0000 is not a NUL"}),
+        ("cli", "paper.halted", None, None),
+    ]
+    with transaction(sessions) as s:
+        assert audit.append_rows(s, inputs) == 4
+        assert audit.append_rows(s, []) == 0
+    with sessions() as s:
+        stored = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    prev = audit.GENESIS_HASH
+    for entry in stored:
+        assert entry.prev_hash == prev
+        prev = audit.compute_hash(prev, when, entry.actor, entry.action, entry.subject,
+                                  entry.detail)
+        assert entry.hash == prev
+    assert [e.detail for e in stored] == [
+        {"10": "ten", "9": 1 / 3},
+        {"legs": ["a", 2, None], "name": "Zürich €"},
+        {"note": "\\u0000 is not a NUL"},
+        {},
+    ]
+    with transaction(sessions) as s:  # the same entries through the ORM path chain on
+        many = audit.append_many(s, inputs)
+    assert [e.detail for e in many] == [e.detail for e in stored]
+    assert _verify(sessions).ok
+
+
+def test_append_rows_refuses_a_nul_before_writing(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(ValidationError, match="NUL"), transaction(sessions) as s:
+        audit.append_rows(s, [("trader", "ok", None, {}),
+                              ("trader", "bad", None, {"deep": ["x\x00y"]})])
     assert _verify(sessions).message == "ok, 0 entries"

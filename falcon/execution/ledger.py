@@ -101,6 +101,14 @@ class Ledger:
             }
         )
 
+    def position(self, ticker: str) -> Position | None:
+        """The open position in ``ticker`` (None when flat); cheaper than :attr:`positions`
+        when one ticker is wanted (that property copies every position)."""
+        p = self._pos.get(ticker)
+        if p is None:
+            return None
+        return Position(ticker=ticker, qty=int(p[0]), avg_cost=p[1], realized_pnl=p[2])
+
     def qty(self, ticker: str) -> int:
         """Signed shares held of ``ticker`` (0 when flat)."""
         pos = self._pos.get(ticker)
@@ -118,6 +126,12 @@ class Ledger:
     def market_value(self) -> float:
         """Signed value of all positions at their marks."""
         return sum(p[0] * self._marks[t] for t, p in self._pos.items())
+
+    def value_at(self, marks: Mapping[str, float]) -> float:
+        """Signed value of all positions at ``marks`` (the ledger's own mark, else the average
+        cost, where ``marks`` has none); no snapshot of the positions is built."""
+        own = self._marks
+        return sum(p[0] * marks.get(t, own.get(t, p[1])) for t, p in self._pos.items())
 
     def gross_exposure(self) -> float:
         """Absolute value of all positions at their marks."""

@@ -128,6 +128,8 @@ class Entries:
         meta = {"strategy": slot.name, "purpose": "entry", "atr": sig.atr}
         persist.insert_pending(s, state, cid, ticker=ticker, side=side, strategy=slot.name,
                                meta=meta)
+        if self.t._waiting is not None:
+            self.t._waiting.add(ticker)
         result.decisions += 1
         self.t.log.decision(state.name, "entry_signal", ts=ts, ticker=ticker, side=side.value,
                             strategy=slot.name, order=cid)

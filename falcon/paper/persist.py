@@ -35,11 +35,21 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from falcon import audit
 from falcon.db.models import Event, Fill, LedgerEntry, Order, PaperAccount, Position
+from falcon.db.types import UTCDateTime, utcnow
 from falcon.domain.events import (
     OrderCanceled,
     OrderEvent,
@@ -58,6 +68,7 @@ __all__ = [
     "ACTOR",
     "AccountState",
     "MicroCosts",
+    "OrderRow",
     "add_event",
     "audit_entry",
     "batch",
@@ -109,6 +120,36 @@ def txn_id_for(key: str) -> str:
     return "txn:" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
+@dataclass(slots=True)
+class OrderRow:
+    """The fields of an ``orders`` row the trader keeps in memory (pending entries).
+
+    A plain value, not an ORM object: the trader holds hundreds of them between batches, and
+    nothing about them must be tracked by a session (their rows are written with Core
+    statements by :func:`flush_batch`, in the batch's transaction).
+    """
+
+    client_order_id: str
+    ticker: str
+    side: str
+    type: str
+    qty: int
+    limit_price: float | None = None
+    stop_price: float | None = None
+    trail_pct: float | None = None
+    time_in_force: str = "day"
+    oco_group: str | None = None
+    id: int | None = None
+
+    @classmethod
+    def of(cls, row: Order) -> OrderRow:
+        """The in-memory copy of a stored row."""
+        return cls(client_order_id=row.client_order_id, ticker=row.ticker, side=row.side,
+                   type=row.type, qty=int(row.qty), limit_price=row.limit_price,
+                   stop_price=row.stop_price, trail_pct=row.trail_pct,
+                   time_in_force=row.time_in_force, oco_group=row.oco_group, id=row.id)
+
+
 @dataclass
 class AccountState:
     """One account as the trader holds it in memory between bars; rebuilt by :func:`load_state`."""
@@ -122,7 +163,7 @@ class AccountState:
     cash: Decimal  # sum of the cash book (the ledger's float cash, to the micro-dollar)
     order_ids: dict[str, int] = field(default_factory=dict)  # client_order_id -> orders.id
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # client id -> reason JSON
-    pending: dict[str, Order] = field(default_factory=dict)  # entries sized at the next open
+    pending: dict[str, OrderRow] = field(default_factory=dict)  # entries sized at the next open
     basis: dict[str, Decimal] = field(default_factory=dict)  # balance of position:T
     strategy_of: dict[str, str | None] = field(default_factory=dict)  # ticker -> owner
     entry_ts: dict[str, datetime] = field(default_factory=dict)  # ticker -> position opened
@@ -192,7 +233,7 @@ def fill_legs(
 
 
 def _basis(ledger: Ledger, ticker: str) -> Decimal:
-    pos = ledger.positions.get(ticker)
+    pos = ledger.position(ticker)
     return ZERO if pos is None else money(pos.qty * pos.avg_cost)
 
 
@@ -201,7 +242,7 @@ def _meta_text(meta: dict[str, Any]) -> str:
 
 
 def _domain_order(
-    row: Order, parent: str | None, meta: dict[str, Any], qty: int | None = None
+    row: Order | OrderRow, parent: str | None, meta: dict[str, Any], qty: int | None = None
 ) -> DomainOrder:
     kind = OrderType(row.type)
     return DomainOrder(
@@ -249,7 +290,8 @@ class _Batch:
     """What a batch writes, collected in event order and written by :func:`flush_batch`."""
 
     state: AccountState | None = None
-    new_orders: dict[str, Order] = field(default_factory=dict)  # unflushed rows by client id
+    # Unflushed ``orders`` rows by client id, as column values (every row has every key).
+    new_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # orders.id -> new values
     fills: list[tuple[str, dict[str, Any], list[tuple[str, Decimal]]]] = field(
         default_factory=list)  # (client id, fill row, ledger legs)
@@ -310,8 +352,7 @@ def _update_order(session: Session, state: AccountState, cid: str, **values: Any
     b = _batch(session)
     row = b.new_orders.get(cid)
     if row is not None:
-        for name, value in values.items():
-            setattr(row, name, value)
+        row.update(values)
         return
     b.updates.setdefault(state.order_ids[cid], {}).update(values)
 
@@ -329,11 +370,18 @@ def flush_batch(session: Session) -> None:
     if b is None:
         return
     if b.new_orders:
-        session.flush()
-        state = b.state
-        for cid, row in b.new_orders.items():
-            if state is not None:
-                state.order_ids[cid] = row.id
+        # One multi-row INSERT ... RETURNING: the ids come back in the rows' order.
+        orders = cast(Table, Order.__table__)
+        ids = session.execute(
+            insert(orders).returning(orders.c.id, sort_by_parameter_order=True),
+            list(b.new_orders.values()),
+        ).scalars().all()
+        state = _state(b)
+        for cid, oid in zip(b.new_orders, ids, strict=True):
+            state.order_ids[cid] = oid
+            row = state.pending.get(cid)
+            if row is not None:
+                row.id = oid
         b.new_orders.clear()
     if b.updates:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -342,11 +390,7 @@ def flush_batch(session: Session) -> None:
             groups.setdefault(keys, []).append({"b_id": oid, **values})
         table = cast(Table, Order.__table__)
         for keys, params in groups.items():
-            session.execute(
-                update(table).where(table.c.id == bindparam("b_id"))
-                .values({k: bindparam(k) for k in keys}),
-                params,
-            )
+            _bulk_update(session, table, "id", "b_id", keys, params)
         b.updates.clear()
     if b.fills:
         state = _state(b)
@@ -364,17 +408,74 @@ def flush_batch(session: Session) -> None:
             for book, amount in fill_legs_
         ]
         if legs:
-            session.execute(insert(cast(Table, LedgerEntry.__table__)), legs)
+            insert_many(session, cast(Table, LedgerEntry.__table__), legs)
         b.fills.clear()
     if b.positions:
         _write_positions(session, _state(b).account_id, b.positions)
         b.positions.clear()
     if b.events:
-        session.execute(insert(cast(Table, Event.__table__)), b.events)
+        insert_many(session, cast(Table, Event.__table__), b.events)
         b.events.clear()
     if b.audit:
         audit.append_rows(session, b.audit)
         b.audit.clear()
+
+
+def _bulk_update(
+    session: Session,
+    table: Table,
+    key: str,
+    key_param: str,
+    keys: tuple[str, ...],
+    params: list[dict[str, Any]],
+    account_id: int | None = None,
+) -> None:
+    """Set ``keys`` on the rows whose ``key`` column is each param's ``key_param`` (and, given
+    ``account_id``, whose ``account_id`` is that); ``updated_at`` becomes now.
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` (psycopg runs an executemany as one
+    statement per row, even pipelined; one array per column keeps the statement's text fixed, so
+    it is parsed and compiled once). SQLite: one executemany (its driver loops in C).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        where = () if account_id is None else (table.c.account_id == account_id,)
+        session.execute(
+            update(table).where(table.c[key] == bindparam(key_param), *where)
+            .values({k: bindparam(k) for k in keys}),
+            params,
+        )
+        return
+    dialect = session.get_bind().dialect
+    names = (key, *keys)
+    arrays = {f"a_{i}": [p[key_param if i == 0 else n] for p in params]
+              for i, n in enumerate(names)}
+    sets = ", ".join(f"{n} = v.{n}" for n in keys)
+    casts = ", ".join(
+        f"CAST(:a_{i} AS {table.c[n].type.compile(dialect=dialect)}[])" for i, n in enumerate(names)
+    )
+    owner = "" if account_id is None else f" AND {table.name}.account_id = :account_id"
+    # Only column names of our own tables are spliced in; every value is a bound parameter.
+    sql = (f"UPDATE {table.name} SET {sets}, updated_at = :now "  # noqa: S608
+           f"FROM unnest({casts}) AS v({', '.join(names)}) "
+           f"WHERE {table.name}.{key} = v.{key}{owner}")
+    stmt = text(sql).bindparams(
+        bindparam("now", type_=UTCDateTime()),
+        *(bindparam(f"a_{i}", type_=ARRAY(table.c[n].type)) for i, n in enumerate(names)),
+    )
+    session.execute(stmt, {"now": utcnow(), "account_id": account_id, **arrays})
+
+
+def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys) in as few statements as the driver allows.
+
+    With RETURNING, SQLAlchemy batches an executemany into multi-row ``INSERT ... VALUES``
+    ("insertmanyvalues"); without it, psycopg sends one INSERT per row (pipelined, still a
+    round of work per row). SQLite's executemany loops in C and needs no help.
+    """
+    stmt = insert(table)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.returning(*table.primary_key.columns)
+    session.execute(stmt, rows)
 
 
 def _write_positions(
@@ -404,18 +505,13 @@ def _write_positions(
         else:
             inserts.append({"account_id": account_id, "ticker": ticker,
                             "strategy": change.owner, **values})
-    # One executemany per shape rather than a statement (or an ORM object) per ticker.
+    # One statement per shape rather than a statement (or an ORM object) per ticker.
     for owned, params in updates.items():
         if params:
-            keys = ["qty", "avg_cost", "realized_pnl", *(["strategy"] if owned else [])]
-            session.execute(
-                update(table).where(table.c.account_id == account_id,
-                                    table.c.ticker == bindparam("b_ticker"))
-                .values({k: bindparam(k) for k in keys}),
-                params,
-            )
+            keys = ("qty", "avg_cost", "realized_pnl", *(("strategy",) if owned else ()))
+            _bulk_update(session, table, "ticker", "b_ticker", keys, params, account_id)
     if inserts:
-        session.execute(insert(table), inserts)
+        insert_many(session, table, inserts)
 
 
 # --- writing events ----------------------------------------------------------------------------
@@ -454,34 +550,40 @@ def insert_order(
         meta = {**meta, "trail_amount": order.trail_amount}
     if order.tag:
         meta = {**meta, "tag": order.tag}
-    row = Order(
-        account_id=state.account_id,
-        client_order_id=order.id,
-        ticker=order.ticker,
-        side=order.side.value,
-        type=order.type.value,
-        qty=order.qty,
-        limit_price=order.limit_price,
-        stop_price=order.stop_price,
-        trail_pct=order.trail_percent,
-        time_in_force=order.tif.value,
-        status=status,
-        parent_id=parent,
-        oco_group=order.oco_group,
-        strategy=strategy,
-        reason=_meta_text(meta),
+    row = _order_values(
+        state, order.id, ticker=order.ticker, side=order.side.value, type_=order.type.value,
+        qty=order.qty, limit_price=order.limit_price, stop_price=order.stop_price,
+        trail_pct=order.trail_percent, tif=order.tif.value, status=status, parent_id=parent,
+        oco_group=order.oco_group, strategy=strategy, reason=_meta_text(meta),
         reject_reason=reject_reason,
-        filled_qty=0,
     )
-    session.add(row)
     state.meta[order.id] = meta
     if b is not None:
         b.state = state
         b.new_orders[order.id] = row
         return None
-    session.flush()
-    state.order_ids[order.id] = row.id
-    return row.id
+    orders = cast(Table, Order.__table__)
+    oid: int = session.execute(insert(orders).returning(orders.c.id), row).scalar_one()
+    state.order_ids[order.id] = oid
+    return oid
+
+
+def _order_values(
+    state: AccountState, client_order_id: str, *, ticker: str, side: str, type_: str, qty: int,
+    limit_price: float | None, stop_price: float | None, trail_pct: float | None, tif: str,
+    status: str, parent_id: int | None, oco_group: str | None, strategy: str | None,
+    reason: str, reject_reason: str | None,
+) -> dict[str, Any]:
+    """An ``orders`` row as column values; every row has the same keys (one executemany), and
+    every column a later update of the same batch may set."""
+    return {
+        "account_id": state.account_id, "client_order_id": client_order_id, "ticker": ticker,
+        "side": side, "type": type_, "qty": qty, "limit_price": limit_price,
+        "stop_price": stop_price, "trail_pct": trail_pct, "time_in_force": tif,
+        "status": status, "parent_id": parent_id, "oco_group": oco_group, "strategy": strategy,
+        "reason": reason, "reject_reason": reject_reason, "filled_qty": 0,
+        "avg_fill_price": None,
+    }
 
 
 def record_events(
@@ -555,7 +657,7 @@ def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
     # one at a time, so each fill's rows see the position as that fill left it.
     before = state.basis.get(ticker, ZERO)
     realized = state.shadow.apply(fill)
-    pos = state.shadow.positions.get(ticker)
+    pos = state.shadow.position(ticker)
     after = ZERO if pos is None else money(pos.qty * pos.avg_cost)  # _basis, one snapshot
     legs = fill_legs(ticker, before, after, fill.fee, realized)
     _batch(session).fills.append((order.id, values, legs))
@@ -647,32 +749,24 @@ def insert_pending(
     limit_price: float | None = None,
     stop_price: float | None = None,
     tif: TimeInForce = TimeInForce.DAY,
-) -> Order:
+) -> OrderRow:
     """A ``pending`` order: decided, not yet in the book (entries are sized at the next open).
 
     ``qty`` 0 means "sized when released". The row is the idempotency anchor: a second decision
     with the same ``client_order_id`` finds it and does nothing.
     """
-    row = Order(
-        account_id=state.account_id,
-        client_order_id=client_order_id,
-        ticker=ticker,
-        side=side.value,
-        type=kind.value,
-        qty=qty,
-        limit_price=limit_price,
-        stop_price=stop_price,
-        time_in_force=tif.value,
-        status="pending",
-        strategy=strategy,
-        reason=_meta_text(meta),
-        filled_qty=0,
-    )
+    row = OrderRow(client_order_id=client_order_id, ticker=ticker, side=side.value,
+                   type=kind.value, qty=qty, limit_price=limit_price, stop_price=stop_price,
+                   time_in_force=tif.value)
     with batch(session):
         b = _batch(session)
         b.state = state
-        session.add(row)
-        b.new_orders[client_order_id] = row
+        b.new_orders[client_order_id] = _order_values(
+            state, client_order_id, ticker=ticker, side=side.value, type_=kind.value, qty=qty,
+            limit_price=limit_price, stop_price=stop_price, trail_pct=None, tif=tif.value,
+            status="pending", parent_id=None, oco_group=None, strategy=strategy,
+            reason=_meta_text(meta), reject_reason=None,
+        )
         state.meta[client_order_id] = meta
         state.pending[client_order_id] = row
         detail = {"account": state.name, "client_order_id": client_order_id, "ticker": ticker,
@@ -681,6 +775,6 @@ def insert_pending(
     return row
 
 
-def domain_from_row(row: Order, meta: dict[str, Any], qty: int | None = None) -> DomainOrder:
+def domain_from_row(row: OrderRow, meta: dict[str, Any], qty: int | None = None) -> DomainOrder:
     """The domain order of a stored row (with ``qty`` when it is sized at release)."""
     return _domain_order(row, None, meta, qty)

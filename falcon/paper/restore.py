@@ -21,7 +21,14 @@ from falcon.errors import DatabaseError, NotFound
 from falcon.execution.book import OrderBook
 from falcon.execution.fills import CostModel
 from falcon.execution.ledger import Ledger
-from falcon.paper.persist import AccountState, MicroCosts, _basis, _domain_order, _parse_meta
+from falcon.paper.persist import (
+    AccountState,
+    MicroCosts,
+    OrderRow,
+    _basis,
+    _domain_order,
+    _parse_meta,
+)
 
 __all__ = ["load_state"]
 
@@ -94,7 +101,7 @@ def load_state(session: Session, account_id: int, costs: CostModel) -> AccountSt
         state.order_ids[row.client_order_id] = row.id
         state.meta[row.client_order_id] = meta
         if row.status == "pending":
-            state.pending[row.client_order_id] = row
+            state.pending[row.client_order_id] = OrderRow.of(row)
             continue
         order = _domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
         book.submit(order, row.created_at)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import audit, calendar
@@ -120,6 +120,9 @@ class Trader:
         self.windows = Windows(max((sl.length for sl in self.slots), default=3))
         self.streams = [SlotStream(sl) for sl in self.slots]
         self._positions: Mapping[str, Position] | None = None  # see positions()
+        # equity_at(): positions valued at one marks dict, until the next fill or other marks.
+        self._valued: tuple[dict[str, float], float] | None = None
+        self._waiting: set[str] | None = None  # tickers with a pending entry, see _busy()
         self.picks = PickBook(enabled=picks)
         self.entries = Entries(self)
         self.day: date | None = None
@@ -179,7 +182,7 @@ class Trader:
         if any(b.ts != ts for b in batch):
             raise ValueError("a batch holds the bars of one timestamp")
         result = BatchResult(ts=ts, bars=len(batch))
-        self._positions = None
+        self._positions = self._valued = None
         last = self.state.last_bar_ts
         if last is not None and ts <= last:
             result.skipped = True
@@ -216,7 +219,7 @@ class Trader:
         return self._positions
 
     def _reload(self) -> None:
-        self._positions = None
+        self._positions = self._valued = None
         with transaction(self.sessions) as s:
             marks = dict(self.state.ledger.marks)
             self.state = restore.load_state(s, self.state.account_id, self.costs)
@@ -227,7 +230,7 @@ class Trader:
         if not events:
             return
         if any(isinstance(e, OrderFilled) for e in events):
-            self._positions = None  # every fill of the trader passes here
+            self._positions = self._valued = None  # every fill of the trader passes here
         persist.record_events(s, self.state, events)
         result.events += events
         for e in events:
@@ -297,10 +300,12 @@ class Trader:
     def equity_at(self, marks: dict[str, float]) -> float:
         """Cash plus positions marked at ``marks`` (the ledger's mark where ``marks`` has none)."""
         ledger = self.state.ledger
-        own = ledger.marks
-        return ledger.cash + sum(
-            p.qty * marks.get(t, own.get(t, p.avg_cost)) for t, p in self.positions().items()
-        )
+        valued = self._valued
+        if valued is None or valued[0] is not marks:
+            # Every entry of a batch sizes on the same marks: the positions are valued once per
+            # fill, not once per entry (hundreds of entries a batch, hundreds of positions).
+            valued = self._valued = (marks, ledger.value_at(marks))
+        return ledger.cash + valued[1]
 
     def _judge_equity(self, s: Session, ts: datetime) -> None:
         state, limits = self.state, self.limits
@@ -351,12 +356,21 @@ class Trader:
                               reason=account.halt_reason, by="outside")
         since, self._external_since = self._external_since, utcnow() - timedelta(seconds=60)
         # Columns only: most rows are the trader's own recent orders, already known; whole rows
-        # are loaded only for pending orders submitted from outside.
+        # are loaded only for pending orders submitted from outside. A cancellation matters only
+        # for an order still live or pending here: the trader's own cancellations (hundreds a
+        # minute in a fast replay, all inside the window) are not read back.
+        ids = state.order_ids
+        watch = [ids[o.id] for o in state.book.open_orders if o.id in ids]
+        watch += [ids[c] for c in state.pending if c in ids]
+        wanted = Order.status == "pending"
+        if watch:
+            wanted = or_(wanted, Order.id.in_(watch))
         changed = s.execute(
             select(Order.id, Order.client_order_id, Order.status).where(
                 Order.account_id == state.account_id,
-                Order.status.in_(("pending", "canceled")),
+                Order.status.in_(("pending", "canceled")),  # the (account_id, status) index
                 Order.updated_at >= since,
+                wanted,
             )
         ).all()
         live: set[str] | None = None
@@ -375,13 +389,22 @@ class Trader:
                 cid = row.client_order_id
                 state.order_ids[cid] = row.id
                 state.meta[cid] = persist._parse_meta(row.reason)
-                state.pending[cid] = row
+                state.pending[cid] = persist.OrderRow.of(row)
 
     # --- strategies ---------------------------------------------------------------------------
 
     def _strategies(self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult
                     ) -> None:
         held = set(self.positions())
+        self._waiting = {r.ticker for r in self.state.pending.values()}
+        try:
+            self._strategies_push(s, bars, ts, result, held)
+        finally:
+            self._waiting = None
+
+    def _strategies_push(
+        self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult, held: set[str]
+    ) -> None:
         for stream in self.streams:
             slot = stream.slot
             # A flat ticker without an entry signal leads to no decision: not even looked at.
@@ -430,7 +453,11 @@ class Trader:
     def _busy(self, ticker: str) -> bool:
         """An entry for ``ticker`` is already waiting or resting."""
         state = self.state
-        if any(r.ticker == ticker for r in state.pending.values()):
+        waiting = self._waiting
+        if waiting is not None:
+            if ticker in waiting:  # kept up to date by Entries.pending while strategies decide
+                return True
+        elif any(r.ticker == ticker for r in state.pending.values()):
             return True
         return any(not o.is_exit_leg for o in state.book.orders_for(ticker))
 

@@ -211,3 +211,25 @@ def test_bracket_stop_loss_and_take_profit_are_one_oco_group(
         assert orders["sl"].oco_group == orders["tp"].oco_group
         assert orders["sl"].parent_id == orders["entry"].id
     assert "A" not in _held(sessions)
+
+
+def test_orders_canceled_from_outside_leave_the_book_on_the_next_batch(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A cancel from the dashboard (the row's status set to canceled) reaches the trader's book:
+    the canceled take-profit never fills, although the next bar trades through it."""
+    make_account(sessions)
+    strat = slot(stop_loss={"percent": 5}, take_profit={"percent": 10})
+    t = trader(sessions, [strat])
+    _two_days(t, ["A"])  # entry filled at D[1]; its stop and target rest in the book
+    live = {o.tag: o.id for o in t.state.book.open_orders}
+    assert set(live) == {"stop_loss", "take_profit"}
+    with transaction(sessions) as s:
+        tp = s.scalars(select(Order).where(Order.client_order_id == live["take_profit"])).one()
+        tp.status = "canceled"
+    t.process([bar("A", D[2], 100, 120, 99, 118)])  # through the 110 target
+    assert [o.tag for o in t.state.book.open_orders] == ["stop_loss"]
+    assert _held(sessions) == {"A": t.state.ledger.qty("A")} and t.state.ledger.qty("A") > 0
+    with sessions() as s:
+        assert s.scalars(select(Order.status).where(
+            Order.client_order_id == live["take_profit"])).one() == "canceled"

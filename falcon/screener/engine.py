@@ -12,7 +12,9 @@ read. Then each expression gets only the history it needs, in two tiers: windows
 depends on where the series starts) their look-back plus a margin, at least ``SHORT_TIER``
 sessions; and each tier reads from the store only the bar fields its expressions use (SMA200
 reads closes alone). Rows are put in (ticker, date) order by a counting sort on integer codes,
-indicators run in one pass per chunk of tickers, and only the screened session's row is kept.
+indicators run in one pass per chunk of tickers, and the rules and factors over them (comparisons,
+arithmetic, shifts) only on each ticker's last few rows, as many as their shifts reach back
+(:func:`falcon.strategy.compile.compile_staged`); only the screened session's row is kept.
 
 No look-ahead: nothing after the screened session's close is read or used. Bars dated after it
 are filtered out (whatever the reader returns), and split adjustment only uses splits executed on
@@ -51,6 +53,7 @@ from falcon.db.types import utcnow
 from falcon.errors import DataError, NotFound
 from falcon.screener import lang, scoring
 from falcon.screener.profiles import Profile
+from falcon.strategy.compile import StagedExpressions
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ LIQUIDITY_WINDOW = 20
 #: Values (rows x columns) read from the store together (bounds memory; see _tier_values).
 READ_CELLS = 1_500_000
 #: Values (rows x input, indicator and result columns) computed together (bounds memory).
-CHUNK_CELLS = 4_000_000
+CHUNK_CELLS = 3_000_000
 #: Sessions computed for expressions that need few (most of them); the rest get the full window.
 SHORT_TIER = 100
 #: Sessions beyond an expression's look-back, so recursive smoothings (EMA, RSI) settle.
@@ -344,13 +347,11 @@ def _tier_values(bars: pl.LazyFrame, t: _Tier, tickers: list[str], enum: pl.Enum
     """
     start = _window_start(as_of, t.sessions)
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in t.fields]
-    # Sized in values, not rows: the long tier (SMA200 of closes) has a few columns, the short
-    # one (RSI, ATR, Bollinger and every condition and factor on them) dozens.
-    read_width = 2 + len(cols)
-    width = read_width + 2 * (len(t.exprs) + len(t.extra)) + 2
-    per_read = max(1, READ_CELLS // (t.sessions * read_width))
-    per_chunk = max(1, CHUNK_CELLS // (t.sessions * width))
-    parts = []
+    per_read = max(1, READ_CELLS // (t.sessions * (2 + len(cols))))
+    # Indicators (the hoisted calls and ATR) run over the whole history; the rules and factors
+    # over them only on each ticker's last rows, as many as their shifts reach back.
+    staged = lang.staged(t.exprs)
+    parts: list[pl.DataFrame] = []
     for i in range(0, len(tickers), per_read):
         chunk = tickers[i:i + per_read]
         in_range = pl.col("ticker").is_between(pl.lit(chunk[0]), pl.lit(chunk[-1]))
@@ -360,19 +361,50 @@ def _tier_values(bars: pl.LazyFrame, t: _Tier, tickers: list[str], enum: pl.Enum
             .collect()
         )
         window = window[pl.Series(_ticker_time_order(window))]
-        codes = window.get_column("ticker").to_physical().to_numpy()
-        bounds = [*np.searchsorted(codes, np.arange(i, i + len(chunk), per_chunk)), len(codes)]
-        for lo, hi in itertools.pairwise(bounds):
-            if hi <= lo:
-                continue
-            part = window.slice(int(lo), int(hi - lo)).lazy()
-            parts.append(
-                lang.add_columns(part, t.exprs).with_columns(**t.extra)
-                .filter(pl.col("date") == as_of).select("ticker", *t.exprs, *t.extra).collect())
+        parts.extend(_tier_chunk(window, t, staged, i, len(chunk), as_of))
+        del window
     if not parts:
         return pl.DataFrame(schema={"ticker": enum, **dict.fromkeys([*t.exprs, *t.extra],
                                                                     pl.Float64)})
     return pl.concat(parts, how="vertical_relaxed")
+
+
+def _tier_chunk(window: pl.DataFrame, t: _Tier, staged: StagedExpressions, first: int,
+                count: int, as_of: date) -> list[pl.DataFrame]:
+    """Tier ``t`` on ``as_of`` for the tickers (codes ``first`` .. + ``count``) of ``window``.
+
+    Computed in slices of about :data:`CHUNK_CELLS` values (its indicator columns included).
+    """
+    # Sized in values, not rows: the long tier (SMA200 of closes) has a few columns, the short
+    # one (RSI, ATR, Bollinger and every condition and factor on them) dozens.
+    width = 2 + len(t.fields) + 2 * (len(t.exprs) + len(t.extra)) + 2
+    per_chunk = max(1, CHUNK_CELLS // (t.sessions * width))
+    codes = window.get_column("ticker").to_physical().to_numpy()
+    window = window.with_columns(pl.Series(_TAIL, _last_rows(codes, staged.reach + 1)))
+    bounds = [*np.searchsorted(codes, np.arange(first, first + count, per_chunk)), len(codes)]
+    out = []
+    for lo, hi in itertools.pairwise(bounds):
+        if hi <= lo:
+            continue
+        part = window.slice(int(lo), int(hi - lo))
+        indicators = staged.with_calls(part).with_columns(**t.extra).filter(pl.col(_TAIL))
+        # In memory: the frame is in memory already, and the streaming engine's set-up cost
+        # (several milliseconds a query) was paid again for every chunk.
+        out.append(staged.with_finals(indicators).filter(pl.col("date") == as_of)
+                   .select("ticker", *t.exprs, *t.extra).collect(engine="in-memory"))
+    return out
+
+
+_TAIL = "__tail"
+
+
+def _last_rows(codes: np.ndarray, n: int) -> np.ndarray:
+    """True on the last ``n`` rows of each run of equal ``codes`` (rows grouped by code)."""
+    if not len(codes):
+        return np.zeros(0, dtype=bool)
+    ends = np.append(np.flatnonzero(codes[1:] != codes[:-1]) + 1, len(codes))
+    lengths = np.diff(ends, prepend=0)
+    return np.repeat(ends, lengths) - np.arange(len(codes)) <= n
 
 
 def _ticker_time_order(frame: pl.DataFrame) -> np.ndarray:

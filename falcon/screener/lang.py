@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from falcon.strategy.compile import compile_expressions
+from falcon.strategy.compile import StagedExpressions, compile_expressions, compile_staged
 from falcon.strategy.expr import (
     FIELDS,
     Attr,
@@ -34,7 +34,7 @@ from falcon.strategy.expr import (
 from falcon.strategy.functions import BY, FUNCTIONS, analyze
 
 __all__ = ["add_columns", "check", "comparison_word", "fields", "lookback", "recursive",
-           "split_comparison"]
+           "split_comparison", "staged"]
 
 _COMPARISONS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below",
                 "==": "equal to", "!=": "not equal to", "crosses_above": "crossed above",
@@ -155,3 +155,13 @@ def add_columns(bars: pl.LazyFrame, exprs: Mapping[str, str], *,
     if by != BY:
         raise ValueError(f"the strategy compiler groups by {BY!r}, not {by!r}")
     return compile_expressions(bars, dict(exprs))
+
+
+def staged(exprs: Mapping[str, str]) -> StagedExpressions:
+    """Named daily expressions compiled in two steps: indicator columns, then the rules.
+
+    The screen computes the indicators over each ticker's history and the rules (comparisons,
+    arithmetic, factor values) only on the last rows of each ticker (see
+    :class:`falcon.strategy.compile.StagedExpressions`).
+    """
+    return compile_staged(dict(exprs))

@@ -12,6 +12,7 @@ checks that empirically.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -37,7 +38,7 @@ from falcon.strategy.functions import BY, MSO, SESSION, analyze, call_parts, con
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
 
-__all__ = ["SIGNAL_COLUMNS", "compile_signals"]
+__all__ = ["SIGNAL_COLUMNS", "StagedExpressions", "compile_signals", "compile_staged"]
 
 SIGNAL_COLUMNS = ("entry_long", "exit_long", "entry_short", "exit_short")
 REQUIRED_COLUMNS = ("ticker", "ts", "open", "high", "low", "close", "volume")
@@ -219,3 +220,95 @@ def compile_expressions(
         lf = lf.with_columns(**compiler.stages[level])
     temps = [_POS, *(c for stage in compiler.stages.values() for c in stage)]
     return lf.with_columns(**finals).drop(temps)
+
+
+def _position() -> pl.Expr:
+    """Row number within the row's ticker (rows contiguous per ticker): what ``_shift`` masks on."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    first = pl.col(BY).ne_missing(pl.col(BY).shift(1))
+    return (row - pl.when(first).then(row).forward_fill()).alias(_POS)
+
+
+def _reach(node: Node, params: dict[str, float]) -> int:
+    """How many rows before a row the expression ``node`` reads, apart from hoisted calls.
+
+    A hoisted call is a column already computed over the whole history, so only the shifts (and
+    the one-bar look back of a crossing) applied outside calls count.
+    """
+    if isinstance(node, Shift):
+        bars = node.bars
+        if isinstance(bars, Param):
+            bars = int(constant(bars, params))
+        return int(bars) + _reach(node.target, params)
+    if isinstance(node, Attr):
+        return _reach(node.target, params)
+    if isinstance(node, Neg | Not):
+        return _reach(node.operand, params)
+    if isinstance(node, BinOp):
+        inner = max(_reach(node.left, params), _reach(node.right, params))
+        return inner + (1 if node.op in ("crosses_above", "crosses_below") else 0)
+    return 0  # a number, a parameter, a bar field, or a hoisted call (a column)
+
+
+@dataclass(frozen=True)
+class StagedExpressions:
+    """Named expressions compiled in two steps, so that the second can run on fewer rows.
+
+    :meth:`with_calls` adds every function call of the expressions (indicators: they need the
+    whole history) as temporary columns; :meth:`with_finals` then evaluates the expressions
+    themselves (comparisons, arithmetic, shifts, over those columns) and drops the temporaries.
+    The second step reads at most :attr:`reach` rows before each row, so a caller that wants
+    only the last row of each ticker may keep just the last ``reach + 1`` rows of each ticker
+    in between (a screen: the hoisted indicators over a year of history, the rules on a few
+    rows). Chained directly, the two steps give the same values as
+    :func:`compile_expressions`.
+    """
+
+    stages: tuple[dict[str, pl.Expr], ...]
+    finals: dict[str, pl.Expr]
+    reach: int
+
+    @property
+    def call_columns(self) -> list[str]:
+        """The temporary columns :meth:`with_calls` adds (and :meth:`with_finals` drops)."""
+        return [c for stage in self.stages for c in stage]
+
+    def with_calls(self, bars: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """``bars`` (contiguous per ticker, in time order) plus the call columns."""
+        lf = bars.lazy().with_columns(_position())
+        for stage in self.stages:
+            lf = lf.with_columns(**stage)
+        return lf.drop(_POS)
+
+    def with_finals(self, frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """``frame`` (from :meth:`with_calls`, maybe fewer rows) plus the named expressions.
+
+        Positions are counted afresh, so a shift never reaches a row that is not in ``frame``:
+        it gives null there, as it does before a ticker's first bar.
+        """
+        lf = frame.lazy().with_columns(_position()).with_columns(**self.finals)
+        return lf.drop(_POS, *self.call_columns)
+
+
+def compile_staged(
+    exprs: dict[str, str],
+    *,
+    params: dict[str, float] | None = None,
+    timeframe: str = "day",
+) -> StagedExpressions:
+    """Compile named expressions of the rule language into :class:`StagedExpressions`.
+
+    The same compilation as :func:`compile_expressions` (calls shared by several expressions
+    are computed once), split where the indicator columns end and the rules begin. Raises
+    ``ExprError`` for invalid text.
+    """
+    compiler = _Compiler(dict(params or {}))
+    finals: dict[str, pl.Expr] = {}
+    reach = 0
+    for name, text in exprs.items():
+        node = parse(text)
+        analyze(node, compiler.params, timeframe)
+        finals[name] = compiler.expr(node)[0]
+        reach = max(reach, _reach(node, compiler.params))
+    stages = tuple(compiler.stages[level] for level in sorted(compiler.stages))
+    return StagedExpressions(stages=stages, finals=finals, reach=reach)

@@ -161,7 +161,7 @@ def write_flat_files(bars: pl.DataFrame, folder: Path) -> list[Path]:
         path = folder / f"{day:%Y-%m-%d}.csv.gz"
         out = part.select("ticker", "volume", "open", "close", "high", "low", ns, "transactions")
         with gzip.open(path, "wb", compresslevel=1) as fh:
-            out.write_csv(fh)
+            out.write_csv(fh)  # type: ignore[call-overload]  # a GzipFile is a binary IO
         paths.append(path)
     return paths
 

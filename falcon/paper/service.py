@@ -168,7 +168,8 @@ def run_batches(trader: Trader, source: Any, control: _Control | None = None,
     """Feed ``source``'s batches to ``trader`` until it ends or a stop is requested.
 
     ``alerts`` (an :class:`~falcon.alerts.engine.AlertEngine`) sees every bar of the same stream
-    right after the trader, with the batch's arrival time, and every fill and halt.
+    before the trader does (its alerts need not wait for the trader's commit), with the batch's
+    arrival time, and afterwards every fill and halt.
     """
     stats = RunStats()
     halted = bool(getattr(trader.state, "halted", False))
@@ -181,9 +182,12 @@ def run_batches(trader: Trader, source: Any, control: _Control | None = None,
                 break
         if not batch:
             continue
+        if alerts is not None:
+            # Price and indicator rules first: a bar's alert should not wait for the trader's
+            # commit. Fills and halts can only be told after the trader has made them.
+            alerts.on_bars(batch, arrived)
         result = trader.process(batch)
         if alerts is not None:
-            alerts.on_bars(batch, arrived)
             halted = _fills_and_halts(trader, result, alerts, halted)
         stats.batches += 1
         stats.bars += result.bars

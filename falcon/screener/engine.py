@@ -112,7 +112,8 @@ class ScreenResult:
     ranking: str = "rules"
     ranking_note: str | None = None
     run_id: int | None = None
-    pool: list[Pick] = field(default_factory=list, repr=False)  # ranked candidates beyond top N
+    # The ranked candidates the LLM may re-rank: the first max(top_n, llm.candidates).
+    pool: list[Pick] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -441,6 +442,9 @@ def _rank(p: Profile, as_of: date, table: pl.DataFrame, universe_size: int,
         ok &= pl.col(entry["col"]).cast(pl.Boolean).fill_null(False)
     candidates = table.filter(ok)
     ranked = scoring.score(candidates, p.factors, plan["factors"])
+    # Only the top N are stored and only the first `llm.candidates` can be re-ranked: building
+    # picks (factor tables, reasons in words) for every candidate of a whole-market day is waste.
+    ranked = ranked.head(max(p.top_n, p.llm.candidates))
     picks: list[Pick] = []
     for i, row in enumerate(ranked.iter_rows(named=True), 1):
         raw = {f.name: _num(row[plan["factors"][f.name]]) for f in p.factors}

@@ -157,7 +157,7 @@ def test_each_expression_reads_only_its_fields_and_history() -> None:
 def test_fixed_windows_are_exact_with_their_look_back_alone(bars: pl.DataFrame) -> None:
     # SMA200 is computed over exactly 200 sessions (not the 250 of the warm-up) and RSI over
     # SHORT_TIER: both must still be TA-Lib's values over those windows.
-    p = parse_profile({"name": "x", "conditions": ["close > 0"], "factors": [
+    p = parse_profile({"name": "x", "conditions": ["close > 0"], "top_n": 100, "factors": [
         {"name": "sma", "expr": "sma(close, 200)", "weight": 1},
         {"name": "low", "expr": "lowest(close, 120)", "weight": 0},
         {"name": "rsi", "expr": "rsi(close, 14)", "weight": 0},
@@ -181,7 +181,9 @@ def test_top_n_and_a_day_with_no_candidates(bars: pl.DataFrame) -> None:
     wide = parse_profile({"name": "wide", "conditions": ["close > 0"], "top_n": 3,
                           "factors": [{"name": "c", "expr": "close", "weight": 1}]})
     [r] = compute(bars.lazy(), [wide], D)
-    assert r.candidates == 35 and len(r.picks) == 3 and len(r.pool) == 35
+    # The pool holds what the LLM may re-rank (20 by default), not every candidate.
+    assert r.candidates == 35 and len(r.picks) == 3 and len(r.pool) == 20
+    assert [p.ticker for p in r.pool[:3]] == [p.ticker for p in r.picks]
     closes = bars.filter(pl.col("date") == D).sort("close", descending=True)
     liquid = set(closes["ticker"]) - {"ILLQ"}
     top = [t for t in closes["ticker"] if t in liquid][:3]

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
 from falcon.config import Settings
 from falcon.errors import DatabaseError
@@ -62,7 +62,14 @@ def check_reachable(engine: Engine) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A sessionmaker that keeps objects usable after commit."""
+    """A sessionmaker that keeps objects usable after commit.
+
+    The ORM's mappers are configured here, at start-up, instead of lazily inside the first
+    request, screen or trade that creates an object (about 40 ms on a small machine).
+    """
+    from falcon.db import models  # noqa: F401 - every mapper must be registered first
+
+    configure_mappers()
     return sessionmaker(engine, expire_on_commit=False)
 
 

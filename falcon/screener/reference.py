@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.config import Settings
+from falcon.data import reference as reference_db
 from falcon.db.engine import transaction
 from falcon.db.models import Split, Ticker
 from falcon.db.types import utcnow
@@ -294,62 +295,20 @@ def _split_from_api(r: dict[str, Any]) -> SplitInfo | None:
 # --- the cache ---------------------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
-_TICKER_FIELDS = ("name", "type", "exchange", "sector", "market_cap", "active")
-
-
 def upsert_tickers(session: Session, infos: Iterable[TickerInfo],
-                   fields: Sequence[str] = _TICKER_FIELDS) -> int:
+                   fields: Sequence[str] = reference_db.TICKER_FIELDS) -> int:
     """Insert or update tickers; only ``fields`` that are not None overwrite what is cached.
 
     A ticker list from the API knows no market cap, and a details call no exchange listing; each
-    source updates what it knows and leaves the rest.
+    source updates what it knows and leaves the rest (the data layer's upsert, shared with the
+    CSV loader).
     """
-    insert = _insert(session)
-    now = utcnow()
-    count = 0
-    # One statement per set of known fields, so that "unknown" never overwrites "known".
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for info in infos:
-        known = tuple(f for f in fields if getattr(info, f) is not None)
-        row = {"ticker": info.ticker, "updated_at": now, **{f: getattr(info, f) for f in known}}
-        groups.setdefault(known, []).append(row)
-        count += 1
-    for known, rows in groups.items():
-        for i in range(0, len(rows), 500):
-            stmt = insert(Ticker).values(rows[i:i + 500])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["ticker"],
-                set_={c: stmt.excluded[c] for c in (*known, "updated_at")},
-            )
-            session.execute(stmt)
-    return count
+    return reference_db.upsert_tickers(session, (asdict(i) for i in infos), fields)
 
 
 def upsert_splits(session: Session, splits: Iterable[SplitInfo]) -> int:
     """Insert or update splits, keyed by (ticker, execution date)."""
-    insert = _insert(session)
-    rows = {(s.ticker, s.execution_date): {"ticker": s.ticker, "execution_date": s.execution_date,
-                                          "split_from": s.split_from, "split_to": s.split_to}
-            for s in splits}
-    values = list(rows.values())
-    for i in range(0, len(values), 500):
-        stmt = insert(Split).values(values[i:i + 500])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["ticker", "execution_date"],
-            set_={"split_from": stmt.excluded.split_from, "split_to": stmt.excluded.split_to},
-        )
-        session.execute(stmt)
-    return len(values)
+    return reference_db.upsert_splits(session, (asdict(s) for s in splits))
 
 
 @dataclass

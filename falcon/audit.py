@@ -109,6 +109,19 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """True when a JSON round trip gives ``value`` back unchanged: dicts with string keys,
+    lists, and scalars only (no tuples, no other key types)."""
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return type(value) in _SCALARS
+
+
 def _lock_chain(session: Session) -> None:
     """Serialise appenders until the caller's transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
@@ -135,12 +148,17 @@ def _clean(
     for name, value in (("actor", actor), ("action", action), ("subject", subject)):
         _check_text(name, value)
     try:
-        clean = json.loads(_canonical(detail or {}))
+        if isinstance(detail, dict) and _plain(detail):
+            # What JSON gives back already (the trader's details): serialised once, not thrice.
+            clean, body = detail, _canonical(detail)
+        else:
+            clean = json.loads(_canonical(detail or {}))
+            body = ""
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"audit detail is not valid JSON: {exc}") from None
     if not isinstance(clean, dict):
         raise ValidationError("audit detail must be a JSON object")
-    body = _canonical(clean)
+    body = body or _canonical(clean)
     # JSON escapes NUL as \u0000: only a text holding that escape needs the walk through values.
     if "\\u0000" in body and _has_nul(clean):
         raise ValidationError("audit detail must not contain NUL characters")

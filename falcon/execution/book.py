@@ -166,6 +166,11 @@ class OrderBook:
 
     def on_bar(self, bar: Bar) -> list[OrderEvent]:
         """Work the live orders of ``bar.ticker`` through ``bar``; returns what happened."""
+        if bar.ticker not in self._by_ticker:
+            # Nothing to work (most tickers, most bars): the open's mark would be overwritten.
+            self._next_bar = set()
+            self.ledger.mark(bar.ticker, bar.close)
+            return []
         events: list[OrderEvent] = []
         self.ledger.mark(bar.ticker, bar.open)
         done = self._next_bar = set()

@@ -108,6 +108,8 @@ class Entries:
     def __init__(self, trader: Trader) -> None:
         self.t = trader
         self._worked: set[str] = set()
+        self._opened: dict[str, int] = {}
+        self._exposure: Exposure | None = None
 
     def worked(self, ticker: str) -> bool:
         """True when this batch's bar of ``ticker`` already went through the book."""
@@ -182,7 +184,8 @@ class Entries:
         """Size, check and submit the pending orders whose ticker has a bar in this batch."""
         state = self.t.state
         self._worked = set()
-        self._opened: dict[str, int] = {}
+        self._opened = {}
+        self._exposure = None  # built by the batch's first risk check
         due = sorted(
             (cid for cid, row in state.pending.items() if row.ticker in bars),
             key=lambda c: (state.pending[c].ticker, c),
@@ -202,6 +205,8 @@ class Entries:
         self.t._record(s, book.submit(orders, bar.ts), result)
         self.t._record(s, book.on_bar(bar), result)
         self._worked.add(bar.ticker)
+        if self._exposure is not None:
+            self._exposure.refresh(bar.ticker)
 
     def _flatten(self, s: Session, cid: str, bar: Bar, result: BatchResult) -> None:
         state = self.t.state
@@ -343,22 +348,83 @@ class Entries:
     def _view(
         self, ticker: str, strategy: str | None, equity: float, marks: dict[str, float]
     ) -> RiskView:
-        t = self.t
-        state = t.state
-        sector = t.sectors.get(ticker) or "unknown"
-        sector_x = strategy_x = 0.0
+        exposure = self._exposure
+        if exposure is None or exposure.marks is not marks:
+            exposure = self._exposure = Exposure(self.t, marks)
+        return RiskView(equity=equity, open_positions=exposure.count(),
+                        sector_exposure=exposure.sector(ticker),
+                        strategy_exposure=exposure.strategy(strategy))
+
+
+class Exposure:
+    """The account's positions valued at one set of marks, summed by sector and by strategy.
+
+    Kept per ticker, so that the entries of a batch (each one fills at the open and changes
+    one position) update one ticker's part instead of walking every position again: with
+    hundreds of positions and dozens of entries a batch, the walk was most of an entry's cost.
+    A position is valued at ``marks`` (the previous closes), else the ledger's mark, else its
+    average cost; open entry orders count as positions.
+    """
+
+    def __init__(self, trader: Trader, marks: dict[str, float]) -> None:
+        self.t = trader
+        self.marks = marks
+        # ticker -> (sector, owning strategy, value at the marks)
+        self._parts: dict[str, tuple[str, str | None, float]] = {}
+        self._sectors: dict[str, float] = {}
+        self._strategies: dict[str, float] = {}
+        self._entries: dict[str, int] = {}  # ticker -> open entry orders
+        state = trader.state
+        for tk in trader.positions():
+            self._add(tk)
+        for order in state.book.open_orders:
+            if self._is_entry(order):
+                self._entries[order.ticker] = self._entries.get(order.ticker, 0) + 1
+
+    def _is_entry(self, order: Order) -> bool:
+        return not order.is_exit_leg and (
+            (self.t.state.meta.get(order.id) or {}).get("purpose") == "entry")
+
+    def _add(self, ticker: str) -> None:
+        state = self.t.state
+        pos = state.ledger.position(ticker)
+        if pos is None:
+            return
         own = state.ledger.marks
-        positions = t.positions()  # a snapshot, shared until the next fill
-        for tk, pos in positions.items():
-            value = abs(pos.qty) * marks.get(tk, own.get(tk, pos.avg_cost))
-            if (t.sectors.get(tk) or "unknown") == sector:
-                sector_x += value
-            if strategy is not None and state.strategy_of.get(tk) == strategy:
-                strategy_x += value
-        entries = sum(1 for o in state.book.open_orders if not o.is_exit_leg
-                      and (state.meta.get(o.id) or {}).get("purpose") == "entry")
-        return RiskView(equity=equity, open_positions=len(positions) + entries,
-                        sector_exposure=sector_x, strategy_exposure=strategy_x)
+        value = abs(pos.qty) * self.marks.get(ticker, own.get(ticker, pos.avg_cost))
+        sector = self.t.sectors.get(ticker) or "unknown"
+        owner = state.strategy_of.get(ticker)
+        self._parts[ticker] = (sector, owner, value)
+        self._sectors[sector] = self._sectors.get(sector, 0.0) + value
+        if owner is not None:
+            self._strategies[owner] = self._strategies.get(owner, 0.0) + value
+
+    def refresh(self, ticker: str) -> None:
+        """Re-value ``ticker`` after its position or orders changed."""
+        part = self._parts.pop(ticker, None)
+        if part is not None:
+            sector, owner, value = part
+            self._sectors[sector] -= value
+            if owner is not None:
+                self._strategies[owner] -= value
+        self._add(ticker)
+        count = sum(1 for o in self.t.state.book.orders_for(ticker) if self._is_entry(o))
+        if count:
+            self._entries[ticker] = count
+        else:
+            self._entries.pop(ticker, None)
+
+    def count(self) -> int:
+        """Positions held plus open entry orders."""
+        return len(self._parts) + sum(self._entries.values())
+
+    def sector(self, ticker: str) -> float:
+        """Value held in ``ticker``'s sector."""
+        return self._sectors.get(self.t.sectors.get(ticker) or "unknown", 0.0)
+
+    def strategy(self, strategy: str | None) -> float:
+        """Value held in positions opened by ``strategy``."""
+        return 0.0 if strategy is None else self._strategies.get(strategy, 0.0)
 
 
 def _legs(entry: Order, price: float, long: bool, plan: _Plan) -> tuple[Order, ...]:

@@ -32,6 +32,7 @@ from sqlalchemy import JSON, Dialect, Table, bindparam, insert, select, text, up
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
+from falcon.db import bulk
 from falcon.db.models import AuditEntry
 from falcon.db.types import utcnow
 from falcon.errors import ValidationError
@@ -67,9 +68,13 @@ class _JSONText(TypeDecorator[str]):
         return None
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def compute_hash(prev_hash: str, ts: datetime, actor: str, action: str, subject: str | None,
@@ -242,6 +247,11 @@ def append_rows(
                      "detail_json": body, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
     table = cast(Table, AuditEntry.__table__)
+    if session.get_bind().dialect.name == "sqlite":
+        for row in rows:
+            row["detail"] = row.pop("detail_json")
+        bulk.insert_rows(session, table, rows, raw=("detail",))
+        return len(rows)
     stmt = insert(table).values(detail=bindparam("detail_json", type_=_JSONText()))
     if session.get_bind().dialect.name == "postgresql":
         # RETURNING makes SQLAlchemy send multi-row INSERTs; without it psycopg sends one per row.

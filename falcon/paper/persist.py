@@ -42,12 +42,12 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from falcon import audit
+from falcon.db import bulk
 from falcon.db.models import Event, Fill, LedgerEntry, Order, PaperAccount, Position
 from falcon.db.types import UTCDateTime, utcnow
 from falcon.domain.events import (
@@ -369,13 +369,24 @@ def flush_batch(session: Session) -> None:
     b = session.info.get(_BATCH_KEY)
     if b is None:
         return
+    sqlite = session.get_bind().dialect.name == "sqlite"
     if b.new_orders:
-        # One multi-row INSERT ... RETURNING: the ids come back in the rows' order.
         orders = cast(Table, Order.__table__)
-        ids = session.execute(
-            insert(orders).returning(orders.c.id, sort_by_parameter_order=True),
-            list(b.new_orders.values()),
-        ).scalars().all()
+        if sqlite:
+            # One executemany, then the ids by the unique client ids (SQLite cannot return
+            # rows from an executemany; Core's RETURNING batches cost more than both).
+            bulk.insert_rows(session, orders, list(b.new_orders.values()))
+            found = dict(session.execute(
+                select(orders.c.client_order_id, orders.c.id)
+                .where(orders.c.client_order_id.in_(list(b.new_orders)))
+            ).tuples().all())
+            ids = [found[cid] for cid in b.new_orders]
+        else:
+            # One multi-row INSERT ... RETURNING: the ids come back in the rows' order.
+            ids = list(session.execute(
+                insert(orders).returning(orders.c.id, sort_by_parameter_order=True),
+                list(b.new_orders.values()),
+            ).scalars().all())
         state = _state(b)
         for cid, oid in zip(b.new_orders, ids, strict=True):
             state.order_ids[cid] = oid
@@ -395,11 +406,20 @@ def flush_batch(session: Session) -> None:
     if b.fills:
         state = _state(b)
         rows = [{"order_id": state.order_ids[cid], **values} for cid, values, _ in b.fills]
-        # One multi-row INSERT ... RETURNING (no ORM objects): the ids, in the rows' order.
         fills = cast(Table, Fill.__table__)
-        ids = session.execute(
-            insert(fills).returning(fills.c.id, sort_by_parameter_order=True), rows
-        ).scalars().all()
+        if sqlite:
+            bulk.insert_rows(session, fills, rows)
+            fill_keys = [r["idempotency_key"] for r in rows]
+            found = dict(session.execute(
+                select(fills.c.idempotency_key, fills.c.id)
+                .where(fills.c.idempotency_key.in_(fill_keys))
+            ).tuples().all())
+            ids = [found[k] for k in fill_keys]
+        else:
+            # One multi-row INSERT ... RETURNING (no ORM objects): the ids, in the rows' order.
+            ids = list(session.execute(
+                insert(fills).returning(fills.c.id, sort_by_parameter_order=True), rows
+            ).scalars().all())
         legs = [
             {"account_id": state.account_id, "txn_id": txn_id_for(values["idempotency_key"]),
              "book": book, "amount": amount, "order_id": row["order_id"], "fill_id": fill_id,
@@ -438,12 +458,9 @@ def _bulk_update(
     it is parsed and compiled once). SQLite: one executemany (its driver loops in C).
     """
     if session.get_bind().dialect.name != "postgresql":
-        where = () if account_id is None else (table.c.account_id == account_id,)
-        session.execute(
-            update(table).where(table.c[key] == bindparam(key_param), *where)
-            .values({k: bindparam(k) for k in keys}),
-            params,
-        )
+        rows = [{key: p[key_param], **{k: p[k] for k in keys}} for p in params]
+        bulk.update_rows(session, table, key, rows,
+                         where=None if account_id is None else {"account_id": account_id})
         return
     dialect = session.get_bind().dialect
     names = (key, *keys)
@@ -466,16 +483,9 @@ def _bulk_update(
 
 
 def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) in as few statements as the driver allows.
-
-    With RETURNING, SQLAlchemy batches an executemany into multi-row ``INSERT ... VALUES``
-    ("insertmanyvalues"); without it, psycopg sends one INSERT per row (pipelined, still a
-    round of work per row). SQLite's executemany loops in C and needs no help.
-    """
-    stmt = insert(table)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.returning(*table.primary_key.columns)
-    session.execute(stmt, rows)
+    """Insert ``rows`` (all with the same keys) in as few statements as the driver allows
+    (:func:`falcon.db.bulk.insert_rows`)."""
+    bulk.insert_rows(session, table, rows)
 
 
 def _write_positions(

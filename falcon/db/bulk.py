@@ -1,0 +1,182 @@
+"""Many rows into one table with one driver call: the hot paths' inserts and updates.
+
+SQLAlchemy Core prepares every row of an ``executemany`` in Python (parameter dictionaries,
+type processing, "insertmanyvalues" batches): for the paper trader's batches of a few hundred
+small rows that preparation cost more than SQLite's own work. Here the statement text and each
+column's bind processor are worked out once per (dialect, table, columns); a row then costs one
+tuple, and the rows go to the driver's ``executemany`` in one call (SQLite's loops in C).
+
+The same column defaults and type conversions as Core apply (Python-side ``default=`` for
+missing columns, ``onupdate=`` on updates, every type's bind processor), so the rows stored are
+the rows Core would store; tests/db/test_bulk.py checks that, column by column.
+
+PostgreSQL keeps the Core paths (``falcon.paper.persist`` batches its statements there); these
+functions are for SQLite and fall back to Core elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, Table, insert, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+
+from falcon.db.types import UTCDateTime
+
+__all__ = ["insert_rows", "update_rows"]
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    keys: tuple[str, ...]  # row keys, in the statement's parameter order
+    processors: tuple[_Processor, ...]
+    defaults: tuple[tuple[int, Callable[[], Any]], ...]  # (position, value maker) of defaults
+
+
+_PLANS: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], _Plan] = {}
+
+
+def _processor(column: Column[Any], dialect: Dialect) -> _Processor:
+    if isinstance(column.type, UTCDateTime) and dialect.name == "sqlite":
+        return _sqlite_utc
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _sqlite_utc(value: datetime) -> str:
+    """UTCDateTime's value as SQLAlchemy's SQLite DATETIME stores it (naive UTC text with
+    microseconds), without its two conversions per value."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: Falcon stores only aware UTC times")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _maker(default: Any) -> Callable[[], Any] | None:
+    """A zero-argument function giving the column default's value (None: no Python default)."""
+    if default is None or not (default.is_scalar or default.is_callable):
+        return None
+    if default.is_scalar:
+        value = default.arg
+        return lambda: value
+    fn = default.arg
+    return lambda: fn(None)  # SQLAlchemy wraps zero-argument defaults to take a context
+
+
+def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...],
+                 raw: tuple[str, ...]) -> _Plan:
+    cache_key = (dialect.name, "insert", table.name, keys, raw)
+    plan = _PLANS.get(cache_key)
+    if plan is not None:
+        return plan
+    columns = [table.c[k] for k in keys]
+    defaults = []
+    for column in table.c:
+        if column.key in keys or column.primary_key:
+            continue
+        make = _maker(column.default)
+        if make is not None:
+            defaults.append((len(columns), make))
+            columns.append(column)
+    names = ", ".join(dialect.identifier_preparer.format_column(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    # Only our own tables' and columns' names are spliced in; every value is a parameter.
+    sql = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) VALUES ({marks})"  # noqa: S608, E501
+    processors = tuple(None if c.key in raw else _processor(c, dialect) for c in columns)
+    plan = _PLANS[cache_key] = _Plan(sql, keys, processors, tuple(defaults))
+    return plan
+
+
+def _tuples(plan: _Plan, rows: Iterable[dict[str, Any]],
+            tail: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Each row's parameters: its values of ``plan.keys``, the defaults, then ``tail``."""
+    keys, processors, defaults = plan.keys, plan.processors, plan.defaults
+    out = []
+    for row in rows:
+        values = [row[k] for k in keys]
+        for _, make in defaults:
+            values.append(make())
+        values.extend(tail)
+        out.append(tuple(v if p is None or v is None else p(v)
+                         for v, p in zip(values, processors, strict=True)))
+    return out
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], *,
+                raw: tuple[str, ...] = ()) -> None:
+    """Insert ``rows`` (every row with the same keys) into ``table`` in the session's transaction.
+
+    ``raw`` names columns whose values are passed to the driver as given (e.g. JSON that is
+    text already). No ids come back: read them with a query on a unique key when needed.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name != "sqlite":
+        stmt = insert(table)
+        if dialect.name == "postgresql":
+            # RETURNING makes SQLAlchemy send multi-row INSERTs; without it, one per row.
+            stmt = stmt.returning(*table.primary_key.columns)
+        session.execute(stmt, [_cooked(table, r, raw) for r in rows] if raw else list(rows))
+        return
+    plan = _insert_plan(dialect, table, tuple(rows[0]), raw)
+    session.connection().exec_driver_sql(plan.sql, _tuples(plan, rows))
+
+
+def _cooked(table: Table, row: dict[str, Any], raw: tuple[str, ...]) -> dict[str, Any]:
+    """``row`` for Core, with the ``raw`` JSON texts decoded (Core encodes them again)."""
+    import json
+
+    return {k: json.loads(v) if k in raw and isinstance(v, str) else v for k, v in row.items()}
+
+
+def update_rows(session: Session, table: Table, key: str, rows: Sequence[dict[str, Any]], *,
+                where: dict[str, Any] | None = None) -> None:
+    """``UPDATE table SET <the rows' other keys> WHERE key = row[key]`` for every row.
+
+    Every row has the same keys; ``where`` adds fixed conditions (e.g. the account). Columns with
+    ``onupdate=`` (``updated_at``) get it, as Core would give them.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    keys = tuple(k for k in rows[0] if k != key)
+    fixed = tuple(sorted((where or {}).items()))
+    if dialect.name != "sqlite":
+        from sqlalchemy import bindparam
+
+        stmt = update(table).where(table.c[key] == bindparam("b_key"),
+                                   *(table.c[c] == v for c, v in fixed))
+        stmt = stmt.values({k: bindparam(k) for k in keys})
+        session.execute(stmt, [{"b_key": r[key], **{k: r[k] for k in keys}} for r in rows])
+        return
+    cache_key = (dialect.name, "update", table.name, (key, *keys), tuple(c for c, _ in fixed))
+    plan = _PLANS.get(cache_key)
+    if plan is None:
+        fmt = dialect.identifier_preparer.format_column
+        sets = [table.c[k] for k in keys]
+        defaults = []
+        for column in table.c:
+            if column.key in keys or column.key == key:
+                continue
+            make = _maker(column.onupdate)
+            if make is not None:
+                defaults.append((len(sets), make))
+                sets.append(column)
+        conds = [table.c[key], *(table.c[c] for c, _ in fixed)]
+        sql = (f"UPDATE {dialect.identifier_preparer.format_table(table)} SET "  # noqa: S608
+               + ", ".join(f"{fmt(c)} = ?" for c in sets)
+               + " WHERE " + " AND ".join(f"{fmt(c)} = ?" for c in conds))
+        columns = [*sets, *conds]
+        plan = _PLANS[cache_key] = _Plan(
+            sql, keys, tuple(_processor(c, dialect) for c in columns), tuple(defaults))
+    extra = [v for _, v in fixed]
+    params = [_tuples(plan, (row,), (row[key], *extra))[0] for row in rows]
+    session.connection().exec_driver_sql(plan.sql, params)

@@ -43,6 +43,7 @@ from falcon.paper.limits import RiskLimits  # noqa: E402
 from falcon.paper.persist import create_account  # noqa: E402
 from falcon.paper.signals import StrategySlot  # noqa: E402
 from falcon.paper.trader import Trader  # noqa: E402
+from falcon.services.heap import settle_heap  # noqa: E402
 from falcon.strategy import builtin_document, compile_signals, load_spec  # noqa: E402
 
 DAY = date(2024, 3, 4)
@@ -94,6 +95,7 @@ def run_paper(url: str, batches: list[list[Bar]]) -> dict[str, Any]:
                         max_strategy_pct=1.0, daily_loss_pct=1.0, max_drawdown_pct=1.0)
     trader = Trader(sessions, account="bench", slots=slots(), kind="minute", limits=limits,
                     picks=False, log_sink=DecisionLog(None))
+    settle_heap()  # as falcon.paper.service.run_batches does before the first bar
     latencies: list[float] = []
     sizes: list[int] = []
     events = 0

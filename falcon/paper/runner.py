@@ -86,6 +86,7 @@ def replay(
     control: Any = None,
 ) -> RunStats:
     """Replay the store's bars from ``start`` to ``end`` through account ``account``."""
+    from falcon.services.heap import settle_heap
     from falcon.services.loop import ServiceControl, run_service
 
     if end < start:
@@ -103,6 +104,7 @@ def replay(
     alerts = alert_engine(settings, sessions)
 
     def body(ctl: ServiceControl) -> int:
+        settle_heap()  # start-up is over: no full collection should stall a bar
         ctl.ready(f"replaying {start}..{end} into {account}")
         nonlocal stats
         stats = run_batches(trader, source, ctl, alerts)
@@ -120,6 +122,7 @@ def live(
     limits: dict[str, Any] | None = None, poll_s: float = 5.0, quiet: bool = False,
 ) -> int:
     """Trade minute bars polled from Massive until SIGTERM; the exit code."""
+    from falcon.services.heap import settle_heap
     from falcon.services.loop import ServiceControl, run_service
 
     key = settings.secrets.massive_api_key
@@ -139,6 +142,7 @@ def live(
             poll_interval_s=poll_s, stop_event=control.stop_event,
             on_stale=alerts.on_stale if alerts is not None else (lambda _s: None),
         )
+        settle_heap()
         control.ready(f"trading account {account}")
         try:
             while not control.stopping:

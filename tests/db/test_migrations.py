@@ -152,3 +152,23 @@ def test_unreachable_database_is_one_clear_line(runner: CliRunner) -> None:
     assert result.output.count("\n") == 1
     assert "s3cret" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_jobstore_table_apscheduler_made_before_0004_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0003")
+    # An install from before 0004: APScheduler created its table itself and stored a job.
+    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)})
+    scheduler.add_job(print, "interval", hours=1, id="kept")
+    scheduler.start(paused=True)
+    scheduler.shutdown(wait=False)
+    upgrade(engine)
+    assert is_current(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars().all() == ["kept"]
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+    engine.dispose()

@@ -53,6 +53,7 @@ if [[ $DEV -eq 1 ]]; then
   command -v systemd-nspawn >/dev/null || PKGS+=(systemd-container)
   command -v mmdebstrap >/dev/null || PKGS+=(mmdebstrap)
   command -v wrk >/dev/null || PKGS+=(wrk)
+  command -v shellcheck >/dev/null || PKGS+=(shellcheck)
   if [[ ${#PKGS[@]} -gt 0 ]]; then apt_install "${PKGS[@]}" || log "optional packages missing: ${PKGS[*]}"; fi
 fi
 

@@ -177,10 +177,14 @@ def test_deploy_sh_parses() -> None:
     assert res.returncode == 0, res.stderr
 
 
-def test_deploy_sh_shellcheck() -> None:
+def test_shell_scripts_pass_shellcheck() -> None:
+    """deploy.sh and the scripts a newcomer runs (bootstrap, tests, CI, the lab)."""
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt install shellcheck)")
-    res = _run(["shellcheck", DEPLOY / "deploy.sh"])
+        pytest.skip("shellcheck is not installed (scripts/bootstrap.sh --dev installs it)")
+    root = DEPLOY.parent
+    scripts = [DEPLOY / "deploy.sh", root / ".ci" / "run", *sorted((root / "scripts").glob("*.sh"))]
+    assert len(scripts) >= 4
+    res = _run(["shellcheck", *scripts])
     assert res.returncode == 0, res.stdout
 
 

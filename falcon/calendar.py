@@ -4,7 +4,8 @@ Built on exchange-calendars' ``XNYS`` (which knows the one-off closures too, suc
 days of mourning of 2007, 2012's hurricane Sandy and 2025-01-09). Dates are session dates in
 America/New_York; times are aware UTC :class:`~datetime.datetime` values.
 
-Building the calendar takes a second or two, so it is built once per process, lazily, and its
+Building the calendar takes a second or two, so it is built once per process, lazily (or read
+from a cache file another process wrote, see ``_read_cache``), and its
 sessions are copied into plain sorted lists: every later look-up is a bisect, with no pandas in the
 hot path. The calendar covers 1990-01-01 to the end of the year after next; asking outside that
 raises :class:`CalendarError`.
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 import bisect
 import functools
+import importlib.metadata
+import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from falcon.errors import FalconError
@@ -45,15 +50,18 @@ class _Sessions:
 
 @functools.cache
 def _sessions() -> _Sessions:
+    last = _last_date()
+    cached = _read_cache(last)
+    if cached is not None:
+        return cached
     import exchange_calendars as xcals
 
-    last = _last_date()
     cal = xcals.get_calendar("XNYS", start=FIRST_DATE.isoformat(), end=last.isoformat())
     days = [ts.date() for ts in cal.sessions]
     opens = [ts.to_pydatetime().astimezone(UTC) for ts in cal.opens]
     closes = [ts.to_pydatetime().astimezone(UTC) for ts in cal.closes]
     early = frozenset(ts.date() for ts in cal.early_closes)
-    return _Sessions(
+    sessions = _Sessions(
         days=days,
         ordinals=[d.toordinal() for d in days],
         opens=opens,
@@ -62,6 +70,69 @@ def _sessions() -> _Sessions:
         first=FIRST_DATE,
         last=last,
     )
+    _write_cache(sessions)
+    return sessions
+
+
+# --- the sessions cache -------------------------------------------------------------------------
+#
+# Building XNYS imports pandas and exchange-calendars: about 95 MB of memory in every process
+# (each gunicorn worker, the trader, the scheduler; a Raspberry Pi has 4-8 GB for everything)
+# and a second of start-up. The sessions it yields are a small table, so the first process
+# writes them to a cache file and the others read that instead. The file is named after the
+# exchange-calendars version and the covered range: an upgrade (which may know new holidays) or
+# a new year builds it again. A missing, unreadable or malformed file is rebuilt.
+
+
+def _cache_path(last: date) -> Path | None:
+    try:
+        version = importlib.metadata.version("exchange-calendars")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    home = os.environ.get("FALCON_HOME")
+    if home:
+        base = Path(home) / "cache"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "falcon"
+    return base / f"xnys-{version}-{FIRST_DATE:%Y%m%d}-{last:%Y%m%d}.json"
+
+
+def _read_cache(last: date) -> _Sessions | None:
+    path = _cache_path(last)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        ordinals = [int(x) for x in data["days"]]
+        opens = [datetime.fromtimestamp(int(x), UTC) for x in data["opens"]]
+        closes = [datetime.fromtimestamp(int(x), UTC) for x in data["closes"]]
+        early = frozenset(date.fromordinal(int(x)) for x in data["early"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not ordinals or not len(ordinals) == len(opens) == len(closes):
+        return None
+    if ordinals != sorted(ordinals):
+        return None
+    return _Sessions(days=[date.fromordinal(o) for o in ordinals], ordinals=ordinals, opens=opens,
+                     closes=closes, early=early, first=FIRST_DATE, last=last)
+
+
+def _write_cache(sessions: _Sessions) -> None:
+    path = _cache_path(sessions.last)
+    if path is None:
+        return
+    data = {"days": sessions.ordinals,
+            "opens": [int(t.timestamp()) for t in sessions.opens],
+            "closes": [int(t.timestamp()) for t in sessions.closes],
+            "early": sorted(d.toordinal() for d in sessions.early)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        os.replace(tmp, path)  # readers see the whole file or none
+    except OSError:
+        pass  # a read-only home: every process builds its own, as before
 
 
 def _as_date(d: date | datetime | str) -> date:

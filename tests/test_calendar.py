@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -123,3 +129,41 @@ def test_range_covers_1990_to_the_year_after_next() -> None:
         cal.is_trading_day(date(1989, 12, 29))
     with pytest.raises(cal.CalendarError, match="outside"):
         cal.trading_days(date(2024, 1, 1), last + timedelta(days=1))
+
+
+_PROBE = """
+import json, sys
+from datetime import date
+from falcon import calendar as c
+days = c.trading_days(date(1990, 1, 1), c.bounds()[1])
+out = {"days": [d.isoformat() for d in days],
+       "open_close": [[t.isoformat() for t in c.session_open_close(d)] for d in days],
+       "early": [d.isoformat() for d in days if c.is_early_close(d)],
+       "pandas": "pandas" in sys.modules, "xcals": "exchange_calendars" in sys.modules}
+print(json.dumps(out))
+"""
+
+
+def _probe(home: Path) -> dict[str, Any]:
+    env = {**os.environ, "FALCON_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                          text=True, check=True)
+    return cast(dict[str, Any], json.loads(done.stdout))
+
+
+def test_sessions_cache_gives_the_same_calendar_without_pandas(tmp_path: Path) -> None:
+    built = _probe(tmp_path)  # builds XNYS and writes the cache
+    assert built["xcals"] and built["pandas"]
+    [cache] = (tmp_path / "cache").glob("xnys-*.json")
+    cached = _probe(tmp_path)
+    assert not cached["xcals"] and not cached["pandas"]  # ~95 MB and a second saved
+    for key in ("days", "open_close", "early"):
+        assert cached[key] == built[key]
+    assert "2025-01-09" not in cached["days"]  # a one-off closure survives the round trip
+    assert "2024-11-29" in cached["early"]
+    # A damaged cache is not trusted: the calendar is built again (and the file rewritten).
+    cache.write_text('{"days": [1, 2], "opens": [0]}')
+    again = _probe(tmp_path)
+    assert again["xcals"] and again["days"] == built["days"]
+    first = date.fromisoformat(built["days"][0]).toordinal()
+    assert json.loads(cache.read_text())["days"][0] == first

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import JSON, Dialect, Table, bindparam, insert, select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeDecorator
 
 from falcon.db import bulk
 from falcon.db.models import AuditEntry
@@ -54,18 +53,6 @@ _PG_LOCK_KEY = 0x46414C4341554454
 _LIMITS = {"actor": 64, "action": 64, "subject": 200}
 
 Problem = Literal["edited", "inserted", "deleted"]
-
-
-class _JSONText(TypeDecorator[str]):
-    """The ``detail`` column bound from text that is JSON already (:func:`append_rows` has
-    serialised each detail to hash it; the JSON type would serialise it once more)."""
-
-    impl = JSON
-    cache_ok = True
-
-    def bind_processor(self, dialect: Dialect) -> None:
-        """No processing: the value is the JSON text itself."""
-        return None
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.
@@ -246,17 +233,10 @@ def append_rows(
         rows.append({"ts": ts, "actor": actor, "action": action, "subject": subject,
                      "detail_json": body, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
-    table = cast(Table, AuditEntry.__table__)
-    if session.get_bind().dialect.name == "sqlite":
-        for row in rows:
-            row["detail"] = row.pop("detail_json")
-        bulk.insert_rows(session, table, rows, raw=("detail",))
-        return len(rows)
-    stmt = insert(table).values(detail=bindparam("detail_json", type_=_JSONText()))
-    if session.get_bind().dialect.name == "postgresql":
-        # RETURNING makes SQLAlchemy send multi-row INSERTs; without it psycopg sends one per row.
-        stmt = stmt.returning(table.c.id)
-    session.execute(stmt, rows)
+    for row in rows:
+        row["detail"] = row.pop("detail_json")
+    # One executemany (SQLite) or COPY (PostgreSQL); the detail is stored as the hashed text.
+    bulk.insert_rows(session, cast(Table, AuditEntry.__table__), rows, raw=("detail",))
     return len(rows)
 
 

@@ -86,9 +86,12 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...],
             defaults.append((len(columns), make))
             columns.append(column)
     names = ", ".join(dialect.identifier_preparer.format_column(c) for c in columns)
-    marks = ", ".join("?" for _ in columns)
+    target = dialect.identifier_preparer.format_table(table)
     # Only our own tables' and columns' names are spliced in; every value is a parameter.
-    sql = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) VALUES ({marks})"  # noqa: S608, E501
+    if dialect.name == "postgresql":
+        sql = f"COPY {target} ({names}) FROM STDIN"
+    else:
+        sql = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
     processors = tuple(None if c.key in raw else _processor(c, dialect) for c in columns)
     plan = _PLANS[cache_key] = _Plan(sql, keys, processors, tuple(defaults))
     return plan
@@ -117,21 +120,34 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
                 raw: tuple[str, ...] = ()) -> None:
     """Insert ``rows`` (every row with the same keys) into ``table`` in the session's transaction.
 
-    ``raw`` names columns whose values are passed to the driver as given (e.g. JSON that is
-    text already). No ids come back: read them with a query on a unique key when needed.
+    SQLite: one ``executemany``. PostgreSQL: one ``COPY ... FROM STDIN`` (a multi-row INSERT's
+    text changes with its row count, so psycopg parsed every one anew; COPY streams the rows
+    through one fixed statement). ``raw`` names columns whose values are passed as given (e.g.
+    JSON that is text already). No ids come back: read them by a unique key when needed.
     """
     if not rows:
         return
     dialect = session.get_bind().dialect
-    if dialect.name != "sqlite":
-        stmt = insert(table)
-        if dialect.name == "postgresql":
-            # RETURNING makes SQLAlchemy send multi-row INSERTs; without it, one per row.
-            stmt = stmt.returning(*table.primary_key.columns)
-        session.execute(stmt, [_cooked(table, r, raw) for r in rows] if raw else list(rows))
+    if dialect.name == "postgresql":
+        _copy(session, table, rows, raw)
+        return
+    if dialect.name != "sqlite":  # pragma: no cover - Falcon runs on SQLite and PostgreSQL
+        session.execute(insert(table), [_cooked(table, r, raw) for r in rows])
         return
     plan = _insert_plan(dialect, table, tuple(rows[0]), raw)
     session.connection().exec_driver_sql(plan.sql, _tuples(plan, rows))
+
+
+def _copy(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+          raw: tuple[str, ...]) -> None:
+    dialect = session.get_bind().dialect
+    plan = _insert_plan(dialect, table, tuple(rows[0]), raw)
+    params = _tuples(plan, rows)
+    # The psycopg connection under the session's: the COPY runs in the same transaction.
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(plan.sql) as copy:  # type: ignore[union-attr]
+        for row in params:
+            copy.write_row(row)
 
 
 def _cooked(table: Table, row: dict[str, Any], raw: tuple[str, ...]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, cast
 
 from sqlalchemy import (
+    String,
     Table,
     bindparam,
     delete,
@@ -369,24 +370,13 @@ def flush_batch(session: Session) -> None:
     b = session.info.get(_BATCH_KEY)
     if b is None:
         return
-    sqlite = session.get_bind().dialect.name == "sqlite"
     if b.new_orders:
+        # One executemany (SQLite) or COPY (PostgreSQL), then the ids by the unique client ids:
+        # cheaper than Core's INSERT ... RETURNING batches on both.
         orders = cast(Table, Order.__table__)
-        if sqlite:
-            # One executemany, then the ids by the unique client ids (SQLite cannot return
-            # rows from an executemany; Core's RETURNING batches cost more than both).
-            bulk.insert_rows(session, orders, list(b.new_orders.values()))
-            found = dict(session.execute(
-                select(orders.c.client_order_id, orders.c.id)
-                .where(orders.c.client_order_id.in_(list(b.new_orders)))
-            ).tuples().all())
-            ids = [found[cid] for cid in b.new_orders]
-        else:
-            # One multi-row INSERT ... RETURNING: the ids come back in the rows' order.
-            ids = list(session.execute(
-                insert(orders).returning(orders.c.id, sort_by_parameter_order=True),
-                list(b.new_orders.values()),
-            ).scalars().all())
+        bulk.insert_rows(session, orders, list(b.new_orders.values()))
+        found = _ids_by(session, orders.c.client_order_id, list(b.new_orders))
+        ids = [found[cid] for cid in b.new_orders]
         state = _state(b)
         for cid, oid in zip(b.new_orders, ids, strict=True):
             state.order_ids[cid] = oid
@@ -407,19 +397,10 @@ def flush_batch(session: Session) -> None:
         state = _state(b)
         rows = [{"order_id": state.order_ids[cid], **values} for cid, values, _ in b.fills]
         fills = cast(Table, Fill.__table__)
-        if sqlite:
-            bulk.insert_rows(session, fills, rows)
-            fill_keys = [r["idempotency_key"] for r in rows]
-            found = dict(session.execute(
-                select(fills.c.idempotency_key, fills.c.id)
-                .where(fills.c.idempotency_key.in_(fill_keys))
-            ).tuples().all())
-            ids = [found[k] for k in fill_keys]
-        else:
-            # One multi-row INSERT ... RETURNING (no ORM objects): the ids, in the rows' order.
-            ids = list(session.execute(
-                insert(fills).returning(fills.c.id, sort_by_parameter_order=True), rows
-            ).scalars().all())
+        bulk.insert_rows(session, fills, rows)
+        fill_keys = [r["idempotency_key"] for r in rows]
+        found = _ids_by(session, fills.c.idempotency_key, fill_keys)
+        ids = [found[k] for k in fill_keys]
         legs = [
             {"account_id": state.account_id, "txn_id": txn_id_for(values["idempotency_key"]),
              "book": book, "amount": amount, "order_id": row["order_id"], "fill_id": fill_id,
@@ -439,6 +420,21 @@ def flush_batch(session: Session) -> None:
     if b.audit:
         audit.append_rows(session, b.audit)
         b.audit.clear()
+
+
+def _ids_by(session: Session, column: Any, keys: list[str]) -> dict[str, int]:
+    """``{key: id}`` of the rows whose unique ``column`` is in ``keys`` (just inserted)."""
+    table = column.table
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter, so the statement's text is the same whatever the number of keys;
+        # joined as a set (``= ANY(array)`` was planned as a scan of the whole table).
+        name = column.name
+        sql = (f"SELECT t.{name}, t.id FROM {table.name} AS t "  # noqa: S608 - our own names
+               f"JOIN unnest(CAST(:keys AS TEXT[])) AS k(key) ON t.{name} = k.key")
+        stmt = text(sql).bindparams(bindparam("keys", type_=ARRAY(String())))
+        return {k: int(i) for k, i in session.execute(stmt, {"keys": keys})}
+    where = column.in_(keys)
+    return dict(session.execute(select(column, table.c.id).where(where)).tuples().all())
 
 
 def _bulk_update(

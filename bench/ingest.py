@@ -11,7 +11,10 @@ store, DataImport records in SQLite) into a temporary FALCON_HOME, and prints ro
 - day, 20 files in 1 call: a backlog imported at once, the way ``data sync`` catches up;
 - minute, 1 file: one session of 1,000,000 minute bars into an empty store.
 
-    .venv/bin/python bench/ingest.py [--repeat 3]
+    .venv/bin/python bench/ingest.py [--repeat 3] [--fsync]
+
+``--fsync`` imports with the setting ``data.fsync`` on (each Parquet file flushed to disk); the
+default is the setting's default, off.
 """
 
 from __future__ import annotations
@@ -130,7 +133,10 @@ def main() -> None:
     global DAY
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="Runs per case (median is shown).")
+    parser.add_argument("--fsync", action="store_true",
+                        help="Import with data.fsync on (flush each Parquet file to disk).")
     args = parser.parse_args()
+    os.environ["FALCON_DATA__FSYNC"] = "true" if args.fsync else "false"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -166,7 +172,8 @@ def main() -> None:
           f"{'ratio':>8}")
     for label, n, size, fr, pr, ratio in rows:
         print(f"{label:<26}{n:>11,}{size / 1e6:>8.1f}{fr:>16,.0f}{pr:>16,.0f}{ratio:>8.2f}")
-    print("ratio = falcon import rows/s / polars read_csv rows/s of the same files (goal >= 0.5)")
+    print("ratio = falcon import rows/s / polars read_csv rows/s of the same files (goal >= 0.5);"
+          f" data.fsync = {'true' if args.fsync else 'false'}")
     with open("/proc/loadavg") as fh:
         print(f"load average: {fh.read().strip()}")
 

@@ -260,5 +260,5 @@ def splits_frame(sessions: sessionmaker[Session]) -> pl.DataFrame:
 def export_splits(sessions: sessionmaker[Session], store: Store) -> Path:
     """Write the splits table to the store's mirror, atomically."""
     frame = splits_frame(sessions)
-    atomic_write(store.splits_path, lambda tmp: frame.write_parquet(tmp))
+    atomic_write(store.splits_path, lambda tmp: frame.write_parquet(tmp), fsync=store.fsync)
     return store.splits_path

@@ -19,15 +19,19 @@ grow with the month. A batch of several sessions of a month, a re-import of a se
 compacted span, and a month that has gathered :data:`MAX_FILES_PER_MONTH` files or that is over
 (the store holds a later month) are *compacted*: the month's files and the new rows are rewritten
 as one file spanning them all. A year is then about a dozen files, as before, plus the few
-session files of the running month. Inside each file rows are sorted by ``ticker, ts`` and
+session files of the running month (written uncompressed, as they are soon rewritten; every other
+file is zstd-compressed). Inside each file rows are sorted by ``ticker, ts`` and
 written in row groups with statistics, so a read of a few tickers skips most of every file.
 Columns: :data:`~falcon.data.flatfile.BAR_COLUMNS` plus ``date``, the New York session date.
 (``day/YYYY/YYYY-MM.parquet``, the month files of earlier versions, are read as spanning their
 month and are replaced by the first compaction of that month.)
 
-Every file is written to a temporary name in the same folder, flushed to disk and renamed over the
-old one (``os.replace``): a reader sees the old file or the new one, never half of one, and a
-crash leaves at most a ``.tmp`` file that readers ignore and the next import removes. A compacted
+Every file is written to a temporary name in the same folder and renamed over the old one
+(``os.replace``): a reader sees the old file or the new one, never half of one, and a crash of the
+process leaves at most a ``.tmp`` file that readers ignore and the next import removes. Flushing
+to disk (fsync of the file and its folder) is the setting ``data.fsync``, off by default: a power
+loss may then leave the newest files empty or torn, and importing the same flat files again
+rewrites them (the import checks the stored file before it skips a file as unchanged). A compacted
 file makes the files inside its span *superseded* the moment it is renamed into place: readers
 skip them at once (so a crash before they are deleted duplicates nothing), and a writer deletes
 them once they have been superseded for an hour (a reader may still be reading them).
@@ -46,11 +50,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
 from falcon.config import Settings
-from falcon.data.flatfile import BAR_COLUMNS, KINDS, TS_TYPE, Kind
+from falcon.data.flatfile import BAR_COLUMNS, KINDS, TS_TYPE, Kind, strictly_sorted
 from falcon.errors import DataError
 
 _STALE_TMP_S = 3600.0
@@ -84,21 +89,60 @@ def _check_kind(kind: str) -> Kind:
     return kind
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` by calling ``write(tmp_path)``, fsync, then rename over ``path``."""
+def atomic_write(path: Path, write: Callable[[Path], object], *, fsync: bool = False) -> None:
+    """Write ``path`` by calling ``write(tmp_path)``, then rename the result over ``path``.
+
+    The rename alone makes the write atomic against a crash of the process: ``path`` is the old
+    file or the new one. With ``fsync`` (setting ``data.fsync``) the temporary file is flushed
+    to disk before the rename and the folder after it, so the new file also survives a power
+    loss; without it the newest files may come back empty or torn after one, which the import
+    detects and repairs (see :meth:`Store.intact`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if fsync:
+            _fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if fsync:
+        _fsync_path(path.parent)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+def parquet_intact(path: Path) -> bool:
+    """True when ``path`` is a whole Parquet file: both magic numbers and a footer that parses.
+
+    Cheap (two small reads and the footer): it catches the missing, empty and truncated files a
+    power loss can leave behind without ``data.fsync``, not a page damaged inside a whole file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 12 or fh.read(4) != _PARQUET_MAGIC:
+                return False
+            fh.seek(size - 8)
+            tail = fh.read(8)
+        footer = int.from_bytes(tail[:4], "little")
+        if tail[4:] != _PARQUET_MAGIC or footer + 12 > size:
+            return False
+        pl.read_parquet_schema(path)
+    except (OSError, pl.exceptions.PolarsError):
+        return False
+    return True
 
 
 def span_of(path: Path) -> Span | None:
@@ -152,8 +196,9 @@ def _month_key(day: date) -> tuple[int, int]:
 class Store:
     """The bar store rooted at ``root`` (usually ``settings.market_data_dir``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
         self.root = Path(root)
+        self.fsync = fsync  # setting data.fsync: see atomic_write
 
     @classmethod
     def of(cls, source: Settings | Store | Path | str) -> Store:
@@ -161,7 +206,7 @@ class Store:
         if isinstance(source, Store):
             return source
         if isinstance(source, Settings):
-            return cls(source.market_data_dir)
+            return cls(source.market_data_dir, fsync=source.data.fsync)
         return cls(Path(source))
 
     def __repr__(self) -> str:
@@ -267,11 +312,45 @@ class Store:
                 single.append(lo)
             else:
                 wider.append(path)
+        # A damaged wider file (a power loss without data.fsync) holds no date it can show.
+        wider = [path for path in wider if parquet_intact(path)]
         if wider:
             frame = (pl.scan_parquet(wider, schema=STORE_SCHEMA).select(pl.col("date").unique())
                      .collect())
             single.extend(frame.get_column("date").to_list())
         return sorted(set(single))
+
+    def readable_dates(self, kind: str, days: Iterable[date]) -> set[date]:
+        """Those of ``days`` whose bars the store holds in an intact file.
+
+        A date is missing when no file holds it, when its file is damaged (empty or torn by a
+        power loss without ``data.fsync``: see :func:`parquet_intact`), or when a compacted
+        file spans it without rows of it. The import asks this before it skips a flat file as
+        unchanged, so importing the same files again repairs what a power loss broke.
+        """
+        wanted = sorted(set(days))
+        if not wanted:
+            return set()
+        found: set[date] = set()
+        checked: dict[Path, set[date] | None] = {}
+        spans = self.spans(kind, wanted[0], wanted[-1])
+        for day in wanted:
+            path = next((p for (lo, hi), p in spans if lo <= day <= hi), None)
+            if path is None:
+                continue
+            if path not in checked:
+                held: set[date] | None = None
+                if parquet_intact(path):
+                    span = span_of(path)
+                    if span is not None and span[0] == span[1] and not _is_legacy(path):
+                        held = {span[0]}
+                    else:
+                        held = set(pl.read_parquet(path, columns=["date"])
+                                   .get_column("date").unique().to_list())
+                checked[path] = held
+            if day in (checked[path] or ()):
+                found.add(day)
+        return found
 
     def has_date(self, kind: str, day: date) -> bool:
         """True when the store has bars of ``kind`` for ``day``."""
@@ -319,16 +398,20 @@ class Store:
                 if cover is not None and cover.stat().st_mtime < cutoff:
                     old.unlink()
 
-    def replace_dates(self, kind: str, bars: pl.DataFrame) -> list[Path]:
+    def replace_dates(
+        self, kind: str, bars: pl.DataFrame, *, presorted: bool = False
+    ) -> list[Path]:
         """Make the store's bars of each date in ``bars`` exactly ``bars``' rows of that date.
 
-        ``bars`` has :data:`STORE_SCHEMA` columns. Dates not in ``bars`` are left alone. Returns
-        the partition files written.
+        ``bars`` has :data:`STORE_SCHEMA` columns. Dates not in ``bars`` are left alone. With
+        ``presorted``, each date's rows are already sorted by (ticker, ts), as the importer's
+        are, and are not checked again. Returns the partition files written.
         """
         _check_kind(kind)
         if bars.is_empty():
             return []
-        bars = bars.select(list(STORE_SCHEMA)).cast(STORE_SCHEMA)  # type: ignore[arg-type]
+        if bars.columns != list(STORE_SCHEMA) or bars.dtypes != list(STORE_SCHEMA.values()):
+            bars = bars.select(list(STORE_SCHEMA)).cast(STORE_SCHEMA)  # type: ignore[arg-type]
         lo, hi = bars.get_column("date").min(), bars.get_column("date").max()
         if not isinstance(lo, date) or not isinstance(hi, date):
             raise DataError("bars without a date cannot be stored")
@@ -351,14 +434,14 @@ class Store:
             written = []
             for day, _, group in groups:
                 path = self.partition_path(kind, day)
-                self._write(path, _sorted(group), kind)
+                self._write(path, group if presorted else _sorted(group), kind)
                 written.append(path)
             return written
         written = []
         months = set()
         for first, days, group in groups:
             months.add(_month_key(first))
-            written.append(self._write_month(first.year, first.month, days, group))
+            written.append(self._write_month(first.year, first.month, days, group, presorted))
         for year, month in sorted(months):
             # A month is compacted once it is over: the store now has a later month.
             prev = (year, month - 1) if month > 1 else (year - 1, 12)
@@ -366,7 +449,9 @@ class Store:
                 written.append(self.compact("day", *prev))
         return written
 
-    def _write_month(self, year: int, month: int, days: list[date], group: pl.DataFrame) -> Path:
+    def _write_month(
+        self, year: int, month: int, days: list[date], group: pl.DataFrame, presorted: bool
+    ) -> Path:
         live = self._month_files("day", year, month)
         day = days[0]
         inside = any(
@@ -374,7 +459,7 @@ class Store:
         )
         if len(days) == 1 and not inside:
             path = self.partition_path("day", day)
-            self._write(path, _sorted(group), "day")
+            self._write(path, group if presorted else _sorted(group), "day", staging=True)
             if len(live) + (0 if any(p == path for _, p in live) else 1) > MAX_FILES_PER_MONTH:
                 return self.compact("day", year, month)
             return path
@@ -392,7 +477,9 @@ class Store:
             raise DataError("only day bars are compacted (minute files hold one session)")
         live = self._month_files(kind, year, month)
         replaced = sorted(set(days))
-        old = [pl.read_parquet(p) for _, p in live]
+        # A damaged file (a power loss without data.fsync) is dropped: the new file spans its
+        # dates without their rows, and re-importing their flat files brings them back.
+        old = [pl.read_parquet(p) for _, p in live if parquet_intact(p)]
         if old and replaced:
             old = [f.filter(~pl.col("date").is_in(replaced)) for f in old]
         blocks = [f for f in old if not f.is_empty()]
@@ -412,19 +499,23 @@ class Store:
                 p.unlink(missing_ok=True)
         return path
 
-    @staticmethod
-    def _write(path: Path, frame: pl.DataFrame, kind: str) -> None:
-        # zstd level 1: nearly the size of the default level at a fraction of its time. Row
-        # groups small enough that a few tickers' reads skip most of a file.
+    def _write(self, path: Path, frame: pl.DataFrame, kind: str, *, staging: bool = False) -> None:
+        # zstd level 1: nearly the size of the default level at a fraction of its time. A
+        # staging file (one session of day bars: at most MAX_FILES_PER_MONTH of them, until
+        # the month's compaction rewrites them) is not compressed: about half the cost of
+        # writing it, for about twice its size meanwhile (the upper levels of an LSM tree,
+        # RocksDB's for one, make the same trade). Row groups small enough that a few tickers'
+        # reads skip most of a file.
         row_group = 65_536 if kind == "day" else 131_072
+        codec: Literal["zstd", "uncompressed"] = "uncompressed" if staging else "zstd"
 
         def write(tmp: Path) -> None:
             frame.write_parquet(
-                tmp, compression="zstd", compression_level=1, statistics=True,
-                row_group_size=row_group,
+                tmp, compression=codec, compression_level=None if staging else 1,
+                statistics=True, row_group_size=row_group,
             )
 
-        atomic_write(path, write)
+        atomic_write(path, write, fsync=self.fsync)
 
     def delete_dates(self, kind: str, days: Iterable[date]) -> None:
         """Remove the bars of ``days`` (used by tests and by re-imports that found no rows)."""
@@ -448,7 +539,7 @@ class Store:
             path.unlink(missing_ok=True)
             return None
         frame = rejected.drop("date", strict=False)
-        atomic_write(path, lambda tmp: frame.write_csv(tmp))
+        atomic_write(path, lambda tmp: frame.write_csv(tmp), fsync=self.fsync)
         return path
 
 
@@ -480,10 +571,8 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _sorted_by_ticker_ts(frame: pl.DataFrame) -> bool:
-    t, ts = pl.col("ticker"), pl.col("ts")
-    step = (t > t.shift(1)) | ((t == t.shift(1)) & (ts > ts.shift(1)))
-    return bool(frame.select(step.slice(1).fill_null(False).all()).item())
+    return strictly_sorted(frame.get_column("ticker"), frame.get_column("ts"))
 
 
 __all__ = ["BAR_COLUMNS", "MAX_FILES_PER_MONTH", "STORE_SCHEMA", "Store", "atomic_write",
-           "span_of"]
+           "parquet_intact", "span_of"]

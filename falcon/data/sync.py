@@ -206,8 +206,9 @@ def sync(
     report = SyncReport(kind=kind, planned=calendar.trading_days(start, end))
     done: set[date] = set()
     if not force and report.planned:
-        have = set(store.dates(kind))
-        done = imported_dates(sessions, kind, start, end) & have
+        # Recorded and readable: a session whose file a power loss left empty or torn (without
+        # data.fsync) is downloaded and imported again.
+        done = store.readable_dates(kind, imported_dates(sessions, kind, start, end))
     todo = [d for d in report.planned if d not in done]
     report.skipped = [d for d in report.planned if d in done]
     if on_planned is not None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from falcon.data import flatfile
 from falcon.data.flatfile import (
     HEADER,
     FileRejected,
@@ -183,3 +184,52 @@ def test_bad_rows_never_reach_the_kept_rows(rows: list[list[object]], data: st.D
     good = parsed.kept
     assert good.filter((pl.col("high") < pl.col("low")) | (pl.col("open") <= 0)).is_empty()
     assert (good["date"] == DAY).all()
+
+
+# The fast path (a clean, sorted file judged whole) must agree with the exact pass on any input:
+# mostly good rows, each maybe with one edge value in one field.
+EDGES: dict[int, list[object]] = {
+    0: ["E F", "G\tH", "É", "I\x1fJ", '""', "A"],
+    1: [0.0, -1.0, float("inf"), float("nan")],
+    **{i: [0.0, -1.0, 8.0, 12.0, float("inf"), float("-inf"), float("nan")] for i in (2, 3, 4, 5)},
+    6: [ny_ns(DAY) - 1, ny_ns(date(2024, 1, 3)), ny_ns(DAY, 9, 30)],
+    7: [-1, 0],
+}
+
+
+@st.composite
+def edgy_rows(draw: st.DrawFn) -> list[list[object]]:
+    rows = []
+    for _ in range(draw(st.integers(1, 6))):
+        row = bar(draw(st.sampled_from(["A", "B", "C.D"])), DAY,
+                  minute=draw(st.integers(0, 2)))  # o 10, c 10.5, h 11, low 9
+        if draw(st.booleans()):
+            field = draw(st.sampled_from(sorted(EDGES)))
+            row[field] = draw(st.sampled_from(EDGES[field]))
+        rows.append(row)
+    if draw(st.booleans()):
+        rows.sort(key=lambda r: (str(r[0]), int(r[6])))  # type: ignore[call-overload]
+    return rows
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edgy_rows())
+def test_fast_path_agrees_with_the_exact_pass(rows: list[list[object]]) -> None:
+    data = csv_bytes(rows)
+    fast = parse_csv(data, file_date=DAY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flatfile, "_clean_and_sorted", lambda typed, file_date: False)
+        exact = parse_csv(data, file_date=DAY)
+    assert fast.rows_total == exact.rows_total
+    assert fast.kept.equals(exact.kept)
+    assert fast.rejected.equals(exact.rejected)
+
+
+def test_fast_path_takes_a_clean_sorted_file_whole() -> None:
+    data = csv_bytes([bar("A", DAY), bar("B", DAY, o=9.0, c=11.0)])
+    typed = flatfile._read_typed(data)
+    assert typed is not None and flatfile._clean_and_sorted(typed, DAY)
+    for bad in ([bar("B", DAY), bar("A", DAY)], [bar("A", DAY), bar("A", DAY)],
+                [bar("A B", DAY)], [bar("A", DAY, o=float("nan"))], [bar("A", DAY, h=8.5)]):
+        typed = flatfile._read_typed(csv_bytes(bad))
+        assert typed is not None and not flatfile._clean_and_sorted(typed, DAY), bad

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -53,6 +54,27 @@ def test_a_month_is_compacted_when_a_later_month_arrives(tmp_path: Path) -> None
     assert bars.height == 8  # no session counted twice
     assert bars.filter(pl.col("ticker") == "A")["date"].to_list() == [*feb, MARCH[0]]
     assert store.dates("day") == [*feb, MARCH[0]]
+
+
+def _codecs(path: Path) -> set[str]:
+    meta = pq.ParquetFile(path).metadata
+    return {meta.row_group(g).column(c).compression
+            for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+
+
+def test_session_files_are_written_uncompressed_and_compacted_with_zstd(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    one_day(store, date(2024, 2, 28))
+    assert _codecs(store.partition_path("day", date(2024, 2, 28))) == {"UNCOMPRESSED"}
+    one_day(store, date(2024, 2, 29))
+    one_day(store, MARCH[0])  # February is over: compacted
+    compacted, session = store.partitions("day")
+    assert span_of(compacted) == (date(2024, 2, 28), date(2024, 2, 29))
+    assert _codecs(compacted) == {"ZSTD"}
+    assert _codecs(session) == {"UNCOMPRESSED"}
+    minute = parse_csv(csv_bytes([bar("A", MARCH[0], minute=0)]), file_date=MARCH[0]).kept
+    store.replace_dates("minute", minute)  # minute files are never rewritten: compressed
+    assert _codecs(store.partition_path("minute", MARCH[0])) == {"ZSTD"}
 
 
 def test_a_month_with_too_many_files_is_compacted(tmp_path: Path) -> None:

@@ -172,3 +172,19 @@ def test_cli_sync_never_prints_credentials(bucket: Any, db_url: str, runner: Cli
     doc = json.loads(runner.invoke(main, ["--database-url", db_url, "data", "sync", "--start",
                                           "2024-03-27", "--end", "2024-04-02", "--json"]).output)
     assert len(doc["skipped"]) == 3
+
+
+def test_sync_downloads_again_a_session_whose_file_was_damaged(
+    bucket: Any, db_url: str, sessions_for: sessionmaker[Session]
+) -> None:
+    settings = load_settings({"database_url": db_url})
+    sync(settings, sessions_for, start=SESSIONS[0], end=SESSIONS[0])
+    sync(settings, sessions_for, start=SESSIONS[1], end=SESSIONS[1])
+    store = Store.of(settings)
+    damaged = store.file_of("day", SESSIONS[0])
+    assert damaged == store.partition_path("day", SESSIONS[0])
+    damaged.write_bytes(b"")  # what a power loss without data.fsync can leave
+    again = sync(settings, sessions_for, start=SESSIONS[0], end=SESSIONS[1])
+    assert again.skipped == [SESSIONS[1]] and again.downloaded == [SESSIONS[0]]
+    assert again.imports is not None and again.imports.files[0].status == "imported"
+    assert store.readable_dates("day", SESSIONS[:2]) == set(SESSIONS[:2])

@@ -35,8 +35,6 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 
 Kind = Literal["day", "minute"]
 KINDS: tuple[Kind, ...] = ("day", "minute")
@@ -273,6 +271,11 @@ def _tickers_ok(tickers: pl.Series) -> bool:
     """
     if tickers.is_empty():
         return True
+    # Imported here: pyarrow is ~40 MB and 80 ms that the screener, web and trader, which read
+    # the store but never parse flat files, should not pay.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     arr = tickers.to_arrow()
     if not isinstance(arr, pa.LargeStringArray):  # pragma: no cover - another Arrow layout
         return not (tickers.str.len_bytes().min() == 0 or tickers.str.contains(r"\s").any())

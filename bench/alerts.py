@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
@@ -63,6 +64,7 @@ from falcon.db.migrate import upgrade
 from falcon.db.models import AlertDelivery, AlertEvent
 from falcon.db.types import utcnow
 from falcon.domain.market import Bar
+from falcon.services.heap import settle_heap
 
 START = datetime(2024, 3, 5, 14, 30, tzinfo=UTC)
 CONDITIONS = ["rsi(close, 14) < 35", "close > sma(close, 20)",
@@ -121,6 +123,16 @@ class Receiver:
         prefix = f"/services/{token}/SECRET|"
         return {int(k[len(prefix):]): v for k, v in self._conn.recv().items()
                 if k.startswith(prefix)}
+
+    def wait_for(self, token: str, ids: Iterable[int], timeout: float) -> dict[int, float]:
+        """:meth:`received`, once it holds every one of ``ids`` or after ``timeout`` seconds."""
+        want = set(ids)
+        deadline = time.monotonic() + timeout
+        got = self.received(token)
+        while time.monotonic() < deadline and not want <= set(got):
+            time.sleep(0.05)
+            got = self.received(token)
+        return got
 
     def close(self) -> None:
         self._conn.send("stop")
@@ -300,6 +312,9 @@ def run(url: str, label: str, args: argparse.Namespace, receiver: Receiver) -> N
         s.execute(update(AlertDelivery).where(AlertDelivery.status == "pending")
                   .values(status="sent"))
 
+    # Start-up is over, as the paper trader has it before its first bar (falcon.paper.runner):
+    # its start-up state is frozen out of the garbage collector's way.
+    settle_heap()
     worker = Deliverer(url, settings, args.worker, engine)
 
     queued: list[float] = []  # on_bar: per alert, ms
@@ -315,49 +330,37 @@ def run(url: str, label: str, args: argparse.Namespace, receiver: Receiver) -> N
     arrival: dict[int, float] = {}
     half = args.minutes // 2
     load_before = os.getloadavg()
+
+    def feed(call: Any, batch: Any, all_ms: list[float], ex_ms: list[float],
+             ind_ms: list[float]) -> float:
+        """One on_bar or on_bars call, timed from the bar's arrival; its alerts recorded."""
+        arrived_at, start = utcnow(), mono()
+        fired = call(batch, arrived_at)
+        ms = (mono() - start) * 1000
+        tm = alerts.timing
+        if tm.indicator_queries:
+            ind_ms.append(tm.indicator_ms)
+        if fired:
+            queue_ms.append(tm.queue_ms)
+        for f in fired:
+            all_ms.append(ms)
+            ex_ms.append(ms - tm.indicator_ms)
+            arrival[f.event_id] = start
+        return ms
+
     for k in range(args.minutes):
         bars = walk(tickers, prices, args.warmup + k, rng)
         if k < half:  # bar by bar, as the trader calls it
             for b in bars:
-                arrived_at, start = utcnow(), mono()
-                fired = alerts.on_bar(b, arrived_at)
-                ms = (mono() - start) * 1000
-                tm = alerts.timing
-                per_bar.append(ms)
-                if tm.indicator_queries:
-                    ind_bar.append(tm.indicator_ms)
-                if fired:
-                    queue_ms.append(tm.queue_ms)
-                for f in fired:
-                    queued.append(ms)
-                    queued_ex.append(ms - tm.indicator_ms)
-                    arrival[f.event_id] = start
-            t1 = time.perf_counter()
-            naive.scan(bars)
-            scan_naive.append((time.perf_counter() - t1) * 1000)
+                per_bar.append(feed(alerts.on_bar, b, queued, queued_ex, ind_bar))
         else:  # a minute at a time
-            arrived_at, start = utcnow(), mono()
-            fired = alerts.on_bars(bars, arrived_at)
-            ms = (mono() - start) * 1000
-            tm = alerts.timing
-            scan_idx.append(tm.scan_ms)
-            if tm.indicator_queries:
-                ind_batch.append(tm.indicator_ms)
-            if fired:
-                queue_ms.append(tm.queue_ms)
-            for f in fired:
-                batch_queued.append(ms)
-                batch_queued_ex.append(ms - tm.indicator_ms)
-                arrival[f.event_id] = start
-            t1 = time.perf_counter()
-            naive.scan(bars)
-            scan_naive.append((time.perf_counter() - t1) * 1000)
+            feed(alerts.on_bars, bars, batch_queued, batch_queued_ex, ind_batch)
+            scan_idx.append(alerts.timing.scan_ms)
+        t1 = time.perf_counter()
+        naive.scan(bars)
+        scan_naive.append((time.perf_counter() - t1) * 1000)
         time.sleep(args.pace)
-    deadline = time.monotonic() + 30
-    got = receiver.received(label)
-    while time.monotonic() < deadline and not set(arrival) <= set(got):
-        time.sleep(0.05)
-        got = receiver.received(label)
+    got = receiver.wait_for(label, arrival, 30)
     delivered = [(got[e] - a) * 1000 for e, a in arrival.items() if e in got]
     with sessions() as s:
         recorded = [v for v in s.scalars(select(AlertEvent.latency_ms)
@@ -370,11 +373,7 @@ def run(url: str, label: str, args: argparse.Namespace, receiver: Receiver) -> N
     burst_ids: list[int] = []
     for _ in range(n_burst // 100):
         burst_ids += bulk_queue(engine, 100, ["dashboard", "slack"])[1]
-    deadline = time.monotonic() + 60
-    got = receiver.received(label)
-    while time.monotonic() < deadline and not set(burst_ids) <= set(got):
-        time.sleep(0.05)
-        got = receiver.received(label)
+    got = receiver.wait_for(label, burst_ids, 60)
     last = max((got[i] for i in burst_ids if i in got), default=first)
     burst_rate = sum(1 for i in burst_ids if i in got) / max(last - first, 1e-9)
     stats = worker.stop()
@@ -382,6 +381,7 @@ def run(url: str, label: str, args: argparse.Namespace, receiver: Receiver) -> N
     orm_s = sum(orm_queue(engine, 100) for _ in range(n_burst // 100))
     bulk_s = sum(bulk_queue(engine, 100, ["dashboard", "slack"])[0]
                  for _ in range(n_burst // 100))
+    alerts.close()
     engine.dispose()
 
     n_ind = 0 if args.no_indicators else 300

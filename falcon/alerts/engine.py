@@ -8,16 +8,18 @@ when those happen. :meth:`AlertEngine.run` drives the engine from any
 
 Why it is fast: rules are indexed by ticker and kind, so a bar only meets the rules on its own
 ticker; price crosses and % moves are a few float comparisons in Python; indicator conditions keep a
-rolling numpy window per ticker and run one polars query per distinct condition per call
+rolling numpy window per ticker and advance one streaming evaluator per distinct condition per call
 (``falcon.alerts.indicator``). Nothing touches the database unless a rule fires.
 
-Everything a call fires is claimed and queued in one transaction, in a few bulk statements
-whatever the number of alerts: ``UPDATE ... RETURNING`` of the rules' ``last_fired_at`` guarded
-by their cooldowns (so two processes never both fire a rule inside its cooldown; rules sharing a
-cutoff share a statement), then :func:`~falcon.alerts.outbox.queue_alerts` for the
-:class:`~falcon.db.models.AlertEvent` rows with ``latency_ms`` (bar arrival to the alert written)
-and their outbox rows. A delivery worker in the same process is woken right after the commit.
-:attr:`AlertEngine.timing` tells where the last call's time went (scan, indicators, queueing).
+Everything a call fires is claimed and queued in one transaction by
+:class:`~falcon.alerts.outbox.AlertWriter`, on a connection the engine keeps: the rules'
+``last_fired_at`` taken by ``UPDATE ... RETURNING`` guarded by their cooldowns (so two processes
+never both fire a rule inside its cooldown), and the :class:`~falcon.db.models.AlertEvent` rows
+with ``latency_ms`` (bar arrival to the alert written) and their outbox rows for the claimed
+ones. On PostgreSQL that is one statement, one round trip; on SQLite a few statements sent
+straight to the driver under the process's write lock. A delivery worker in the same process is
+woken right after the commit. :attr:`AlertEngine.timing` tells where the last call's time went
+(scan, indicators, queueing).
 
 Bar rules use the bar's time for the cooldown and the market-hours check, so a replay behaves as
 the live day did; event rules use the wall clock.
@@ -33,32 +35,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select
 
 from falcon.alerts.indicator import CompiledCondition, Windows, compile_condition, evaluate
-from falcon.alerts.outbox import NewAlert, queue_alerts, write_lock
+from falcon.alerts.outbox import AlertWriter, Claim, NewAlert
 from falcon.alerts.rules import cooldown_allows, in_market_hours
 from falcon.alerts.settings import AlertSettings
 from falcon.db.engine import session_factory
 from falcon.db.models import AlertRule, PaperAccount, ScreenPick
-from falcon.db.types import UTCDateTime, utcnow
+from falcon.db.types import utcnow
 from falcon.domain.market import Bar
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AlertEngine", "FiredAlert", "Timing"]
-
-
-#: Claims the cooldown of rules that fire together (see :meth:`AlertEngine._claim`).
-_CLAIM = (
-    update(AlertRule)
-    .where(AlertRule.id.in_(bindparam("ids", expanding=True)), AlertRule.enabled.is_(True),
-           or_(AlertRule.last_fired_at.is_(None),
-               AlertRule.last_fired_at <= bindparam("cutoff", type_=UTCDateTime())))
-    .values(last_fired_at=bindparam("stamp", type_=UTCDateTime()))
-    .returning(AlertRule.id)
-)
 
 
 @dataclass
@@ -144,6 +134,7 @@ class AlertEngine:
                  clock: Callable[[], datetime] = utcnow, auto_reload: bool = True) -> None:
         self._engine = engine
         self._sessions = session_factory(engine)
+        self._writer = AlertWriter(engine)
         self.settings = settings or AlertSettings()
         self._clock = clock
         self._auto_reload = auto_reload
@@ -435,42 +426,24 @@ class AlertEngine:
             ready.append(c)
         if not ready:
             return []
-        fired: list[FiredAlert] = []
-        with write_lock(self._engine), self._sessions() as s, s.begin():
-            claimed = self._claim(s, first, last_at)
-            mine = [c for c in ready if c.rule.id in claimed]
-            if mine:
-                latency = (utcnow() - arrived).total_seconds() * 1000.0
-                ids = queue_alerts(s, [NewAlert(c.rule.id, c.rule.channels, c.message, c.ticker,
-                                                latency) for c in mine])
-                fired = [FiredAlert(i, c.rule.id, c.ticker, c.message, latency)
-                         for i, c in zip(ids, mine, strict=True)]
+        # The guard (enabled, fired last no later than its first candidate's cutoff) is what
+        # keeps two processes from both firing a rule inside its cooldown.
+        claims = [Claim(rid, c.at - timedelta(seconds=c.rule.cooldown_s), last_at[rid])
+                  for rid, c in first.items()]
+        written = self._writer.write(
+            claims, [NewAlert(c.rule.id, c.rule.channels, c.message, c.ticker) for c in ready],
+            arrived)
+        fired = [FiredAlert(i, c.rule.id, c.ticker, c.message, written.latency_ms or 0.0)
+                 for i, c in zip(written.ids, ready, strict=True) if i is not None]
         # Only after the commit: had it failed, the rule must still be free to fire.
-        for rid in claimed:
-            first[rid].rule.last_fired_at = last_at[rid]
+        for f in fired:
+            first[f.rule_id].rule.last_fired_at = last_at[f.rule_id]
         self.timing.queue_ms = (time.perf_counter() - started) * 1000.0
         return fired
 
-    @staticmethod
-    def _claim(s: Session, first: dict[int, _Candidate],
-               last_at: dict[int, datetime]) -> set[int]:
-        """Take the cooldown of every rule about to fire; the ids this process may fire.
-
-        The guard (enabled, and fired last no later than its first candidate's cutoff) is what
-        keeps two processes from both firing a rule inside its cooldown. Rules are grouped by
-        (cutoff, new stamp): a minute's bars with the usual few cooldowns make one or two
-        ``UPDATE ... WHERE id IN (...) RETURNING id`` statements, not one per alert.
-        """
-        groups: dict[tuple[datetime, datetime], list[int]] = {}
-        for rid, c in first.items():
-            cutoff = c.at - timedelta(seconds=c.rule.cooldown_s)
-            groups.setdefault((cutoff, last_at[rid]), []).append(rid)
-        conn = s.connection()
-        claimed: set[int] = set()
-        for (cutoff, stamp), ids in groups.items():
-            rows = conn.execute(_CLAIM, {"ids": ids, "cutoff": cutoff, "stamp": stamp})
-            claimed.update(rows.scalars())
-        return claimed
+    def close(self) -> None:
+        """Give back the connection the engine queues alerts on (taken again when needed)."""
+        self._writer.close()
 
     # --- standalone ----------------------------------------------------------------------------
 

@@ -5,6 +5,13 @@
 in the caller's transaction, a few bulk statements for any number of alerts: either an alert and
 all of its deliveries exist, or none do. After the commit, delivery workers in the same process
 are woken (:func:`add_waiter`); others hear a NOTIFY (PostgreSQL) or see the commit (SQLite).
+The alert engine queues through :class:`AlertWriter` instead: the rules' cooldown claim and the
+same rows in a transaction of its own, committed before it returns, on a connection it keeps.
+
+The hot statements (queueing, and on SQLite the worker's claim and ``sent``) are fixed SQL text
+handed to the driver, not SQLAlchemy constructs compiled per call: on PostgreSQL the whole
+write is one statement (one round trip), and on SQLite the write lock is held only as long as
+the database needs it.
 
 The dashboard channel is a row in the same database, so it is delivered right there (an ``Event``
 of kind ``alert`` for the live pages) and its delivery row is born ``sent``; the other channels
@@ -30,25 +37,34 @@ shifts a retry by as much.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
-from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import weakref
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, func, insert, select, update
+from sqlalchemy import Connection, Dialect, Engine, event, func, select, update
 from sqlalchemy.orm import Session
 
-from falcon.db.models import AlertDelivery, AlertEvent, Event
-from falcon.db.types import utcnow
+from falcon.db.engine import note_commit
+from falcon.db.models import AlertDelivery, AlertEvent
+from falcon.db.types import UTCDateTime, utcnow
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ALERTS_CHANNEL",
     "EVENTS_CHANNEL",
+    "AlertWriter",
+    "Claim",
     "Claimed",
     "Due",
     "NewAlert",
+    "Written",
     "add_waiter",
     "claim_due",
     "due_channels",
@@ -87,56 +103,389 @@ class NewAlert:
 def queue_alerts(session: Session, alerts: Sequence[NewAlert]) -> list[int]:
     """Insert alerts and their deliveries in ``session``'s transaction; their event ids in order.
 
-    A handful of bulk statements whatever the number of alerts (one multi-row ``INSERT ...
-    RETURNING`` for the events, one each for deliveries and live-page events, at most one NOTIFY
-    per channel), rather than an ORM flush per alert: the alert engine queues a whole batch of
-    bars' alerts in one transaction and every statement inside it holds SQLite's write lock.
-    The caller commits; in-process delivery workers are woken right after that commit.
+    One statement on PostgreSQL whatever the number of alerts, a few on SQLite (see
+    :class:`AlertWriter`), handed to the driver as they are rather than an ORM flush per alert:
+    the alert engine queues a whole batch of bars' alerts at once and every statement holds
+    SQLite's write lock. The caller commits; in-process delivery workers are woken right after
+    that commit.
     """
     if not alerts:
         return []
-    now = utcnow()
-    conn = session.connection()  # Core: the ORM's bulk path costs more than the statements
-    ids: list[int] = list(conn.scalars(
-        insert(AlertEvent).returning(AlertEvent.id, sort_by_parameter_order=True),
-        [{"rule_id": a.rule_id, "ticker": a.ticker, "message": a.message,
-          "latency_ms": a.latency_ms, "created_at": now} for a in alerts],
-    ))
-    deliveries: list[dict[str, Any]] = []
-    live: list[dict[str, Any]] = []
-    remote = False
-    for event_id, a in zip(ids, alerts, strict=True):
-        for channel in dict.fromkeys(a.channels):
-            if channel == "dashboard":
-                live.append({"kind": "alert", "ts": now, "payload": {
-                    "event_id": event_id, "rule_id": a.rule_id, "ticker": a.ticker,
-                    "message": a.message, "latency_ms": a.latency_ms,
-                    "created_at": now.isoformat(), "test": a.test}})
-                deliveries.append({"event_id": event_id, "channel": channel, "status": "sent",
-                                   "attempts": 1, "next_attempt_at": now, "delivered_at": now})
-            else:
-                remote = True
-                deliveries.append({"event_id": event_id, "channel": channel,
-                                   "status": "pending", "attempts": 0, "next_attempt_at": now,
-                                   "delivered_at": None})
-    # executemany: psycopg pipelines it, SQLite loops in C; a multi-row VALUES statement (or a
-    # CTE carrying them) measured slower here, its compilation costing more than the trips.
-    if deliveries:
-        conn.execute(insert(AlertDelivery), deliveries)
-    if live:
-        conn.execute(insert(Event), live)
-    if conn.dialect.name == "postgresql" and (remote or live):
-        # NOTIFY is transactional: the worker and live pages hear it only once this commits.
-        # One per batch, both in one round trip: a listener only needs to know to look.
-        notes = []
-        if remote:
-            notes.append(func.pg_notify(ALERTS_CHANNEL, str(ids[-1])))
-        if live:
-            notes.append(func.pg_notify(EVENTS_CHANNEL, "alert"))
-        conn.execute(select(*notes))
-    if remote:
+    conn = session.connection()
+    written = _statements(conn.engine).write(conn.connection.driver_connection, (), alerts,
+                                             None)
+    if written.remote:
         _wake_after_commit(session)
-    return ids
+    return [i for i in written.ids if i is not None]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A rule's cooldown to take while queueing its alerts (see :class:`AlertWriter`).
+
+    The rule is taken only if it is enabled and last fired no later than ``cutoff``; its
+    ``last_fired_at`` becomes ``stamp``.
+    """
+
+    rule_id: int
+    cutoff: datetime
+    stamp: datetime
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :meth:`AlertWriter.write` queued: an event id per alert (None: its rule was not
+    claimed), the latency recorded on them, and whether any has a remote channel."""
+
+    ids: list[int | None]
+    latency_ms: float | None
+    remote: bool
+
+
+class _Statements:
+    """The outbox's statements for one dialect, run on a DBAPI connection.
+
+    Fixed SQL text (arrays on PostgreSQL, JSON on SQLite, never a list of placeholders), so the
+    driver caches or prepares each statement once, and nothing is compiled per call: the
+    ORM's and Core's per-execution overhead was most of an alert's queueing time.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.pg = dialect.name == "postgresql"
+        proc = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        if proc is None:  # pragma: no cover - the type always converts
+            raise TypeError("UTCDateTime has no bind processor")
+        self.dt: Callable[[datetime], Any] = proc
+        out = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+        if out is None:  # pragma: no cover - the type always converts
+            raise TypeError("UTCDateTime has no result processor")
+        self.dt_out: Callable[[Any], Any] = out
+
+    def write(self, dbapi: Any, claims: Sequence[Claim], alerts: Sequence[NewAlert],
+              arrived: datetime | None) -> Written:
+        """Claim ``claims`` and queue the alerts of the claimed rules (all, without claims).
+
+        ``arrived`` given, each alert's latency is from it to the rows' ``created_at``.
+        """
+        now = utcnow()
+        latency = None if arrived is None else (now - arrived).total_seconds() * 1000.0
+        chans = [list(dict.fromkeys(a.channels)) for a in alerts]
+        if self.pg:
+            ids = self._write_pg(dbapi, claims, alerts, chans, now, latency, arrived is not None)
+        else:
+            ids = self._write_sqlite(dbapi, claims, alerts, chans, now, latency,
+                                     arrived is not None)
+        remote = any(i is not None and any(ch != "dashboard" for ch in cs)
+                     for i, cs in zip(ids, chans, strict=True))
+        return Written(ids, latency, remote)
+
+    def _write_pg(self, conn: Any, claims: Sequence[Claim], alerts: Sequence[NewAlert],
+                  chans: list[list[str]], now: datetime, latency: float | None,
+                  timed: bool) -> list[int | None]:
+        dt = self.dt
+        params: dict[str, Any] = {
+            "rule_id": [a.rule_id for a in alerts],
+            "ticker": [a.ticker for a in alerts],
+            "message": [a.message for a in alerts],
+            "latency": [latency if timed else a.latency_ms for a in alerts],
+            "test": [a.test for a in alerts],
+            "ch_ord": [k for k, cs in enumerate(chans, 1) for _ in cs],
+            "ch_name": [ch for cs in chans for ch in cs],
+            "now": dt(now),
+            "iso": now.isoformat(),
+        }
+        if claims:
+            params["k_id"] = [c.rule_id for c in claims]
+            params["k_cutoff"] = [dt(c.cutoff) for c in claims]
+            params["k_stamp"] = [dt(c.stamp) for c in claims]
+        ids: list[int | None] = [None] * len(alerts)
+        for ordinal, event_id, _notes in conn.execute(
+                _PG_CLAIM_AND_QUEUE if claims else _PG_QUEUE, params).fetchall():
+            ids[ordinal - 1] = event_id
+        return ids
+
+    def _write_sqlite(self, conn: Any, claims: Sequence[Claim], alerts: Sequence[NewAlert],
+                      chans: list[list[str]], now: datetime, latency: float | None,
+                      timed: bool) -> list[int | None]:
+        dt = self.dt
+        cur = conn.cursor()
+        try:
+            claimed: set[int] | None = None
+            if claims:
+                cur.execute(_SQLITE_CLAIM, (json.dumps(
+                    [[c.rule_id, dt(c.cutoff), dt(c.stamp)] for c in claims]),))
+                claimed = {row[0] for row in cur.fetchall()}
+            stamp, iso = dt(now), now.isoformat()
+            ids: list[int | None] = []
+            deliveries: list[tuple[Any, ...]] = []
+            live: list[tuple[Any, ...]] = []
+            for a, cs in zip(alerts, chans, strict=True):
+                if claimed is not None and a.rule_id not in claimed:
+                    ids.append(None)
+                    continue
+                lat = latency if timed else a.latency_ms
+                cur.execute(_SQLITE_EVENT, (a.rule_id, a.ticker, a.message, lat, stamp))
+                event_id = int(cur.lastrowid)
+                ids.append(event_id)
+                for ch in cs:
+                    if ch == "dashboard":
+                        live.append((stamp, json.dumps({
+                            "event_id": event_id, "rule_id": a.rule_id, "ticker": a.ticker,
+                            "message": a.message, "latency_ms": lat, "created_at": iso,
+                            "test": a.test})))
+                        deliveries.append((event_id, ch, "sent", 1, stamp, stamp))
+                    else:
+                        deliveries.append((event_id, ch, "pending", 0, stamp, None))
+            if deliveries:
+                cur.executemany(_SQLITE_DELIVERY, deliveries)
+            if live:
+                cur.executemany(_SQLITE_LIVE, live)
+        finally:
+            cur.close()
+        return ids
+
+
+_SQLITE_CLAIM = """
+UPDATE alert_rules SET last_fired_at = k.stamp
+FROM (SELECT json_extract(value, '$[0]') AS rid, json_extract(value, '$[1]') AS cutoff,
+             json_extract(value, '$[2]') AS stamp FROM json_each(?)) AS k
+WHERE alert_rules.id = k.rid AND alert_rules.enabled
+  AND (alert_rules.last_fired_at IS NULL OR alert_rules.last_fired_at <= k.cutoff)
+RETURNING id"""
+_SQLITE_EVENT = ("INSERT INTO alert_events (rule_id, ticker, message, latency_ms, created_at) "
+                 "VALUES (?, ?, ?, ?, ?)")
+_SQLITE_DELIVERY = ("INSERT INTO alert_deliveries (event_id, channel, status, attempts, "
+                    "next_attempt_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?)")
+_SQLITE_LIVE = "INSERT INTO events (ts, kind, payload) VALUES (?, 'alert', ?)"
+
+# PostgreSQL: one statement, so one round trip (and, on the engine's autocommit connection, its
+# own transaction). The cooldown claim is an UPDATE ... RETURNING whose rows gate the alerts;
+# event ids are drawn in the alerts' order, so deliveries and live-page events join on the
+# alert's ordinal and the ids come back in order; a NOTIFY per channel for the whole batch
+# (transactional: heard once this commits).
+_PG_CLAIMED = """claimed AS (
+    UPDATE alert_rules AS r SET last_fired_at = k.stamp
+    FROM unnest(%(k_id)s::bigint[], %(k_cutoff)s::timestamp[], %(k_stamp)s::timestamp[])
+         AS k(id, cutoff, stamp)
+    WHERE r.id = k.id AND r.enabled
+      AND (r.last_fired_at IS NULL OR r.last_fired_at <= k.cutoff)
+    RETURNING r.id
+), """
+_PG_BODY = """a AS MATERIALIZED (
+    SELECT nextval((SELECT pg_get_serial_sequence('alert_events', 'id'))::regclass) AS id, u.*
+    FROM (SELECT * FROM unnest(%(rule_id)s::bigint[], %(ticker)s::text[], %(message)s::text[],
+                               %(latency)s::float8[], %(test)s::boolean[])
+                        WITH ORDINALITY AS u(rule_id, ticker, message, latency_ms, test, ord)
+          {where} ORDER BY u.ord) AS u
+), ch AS (
+    SELECT * FROM unnest(%(ch_ord)s::bigint[], %(ch_name)s::text[])
+                  WITH ORDINALITY AS c(ord, channel, pos)
+), ev AS (
+    INSERT INTO alert_events (id, rule_id, ticker, message, latency_ms, created_at)
+    SELECT id, rule_id, ticker, message, latency_ms, %(now)s::timestamp FROM a ORDER BY id
+), dl AS (
+    INSERT INTO alert_deliveries (event_id, channel, status, attempts, next_attempt_at,
+                                  delivered_at)
+    SELECT a.id, ch.channel,
+           CASE WHEN ch.channel = 'dashboard' THEN 'sent' ELSE 'pending' END,
+           CASE WHEN ch.channel = 'dashboard' THEN 1 ELSE 0 END, %(now)s::timestamp,
+           CASE WHEN ch.channel = 'dashboard' THEN %(now)s::timestamp END
+    FROM a JOIN ch ON ch.ord = a.ord ORDER BY ch.pos
+), lv AS (
+    INSERT INTO events (ts, kind, payload)
+    SELECT %(now)s::timestamp, 'alert', json_build_object(
+        'event_id', a.id, 'rule_id', a.rule_id, 'ticker', a.ticker, 'message', a.message,
+        'latency_ms', a.latency_ms, 'created_at', %(iso)s::text, 'test', a.test)
+    FROM a JOIN ch ON ch.ord = a.ord WHERE ch.channel = 'dashboard' ORDER BY a.id
+), nt AS (
+    SELECT pg_notify('{alerts}', max(a.id)::text) FROM a JOIN ch ON ch.ord = a.ord
+    WHERE ch.channel <> 'dashboard' HAVING count(*) > 0
+    UNION ALL
+    SELECT pg_notify('{events}', 'alert') FROM a JOIN ch ON ch.ord = a.ord
+    WHERE ch.channel = 'dashboard' HAVING count(*) > 0
+)
+SELECT a.ord, a.id, (SELECT count(*) FROM nt) FROM a ORDER BY a.ord"""
+# Composed of this module's constants only; every value is a bound parameter.
+_PG_QUEUE = "WITH " + _PG_BODY.format(where="", alerts=ALERTS_CHANNEL, events=EVENTS_CHANNEL)
+_PG_CLAIM_AND_QUEUE = "WITH " + _PG_CLAIMED + _PG_BODY.format(  # noqa: S608
+    where="WHERE u.rule_id IN (SELECT id FROM claimed)", alerts=ALERTS_CHANNEL,
+    events=EVENTS_CHANNEL)
+
+_statements_by_dialect: dict[str, _Statements] = {}
+
+
+def _statements(engine: Engine) -> _Statements:
+    found = _statements_by_dialect.get(engine.dialect.name)
+    if found is None:
+        found = _statements_by_dialect[engine.dialect.name] = _Statements(engine.dialect)
+    return found
+
+
+_sqlite_held: weakref.WeakKeyDictionary[Engine, _HeldConnection] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_connection(engine: Engine) -> _HeldConnection:
+    """The connection this process writes the outbox with on a SQLite database; use it only
+    under :func:`write_lock`.
+
+    One connection, kept, for the alert engine and the delivery worker alike: their writes are
+    serialised by the write lock anyway, and a kept connection spares each of them a pool
+    checkout, and SQLAlchemy's per-statement work, while it holds that lock. Its commits never
+    checkpoint the WAL themselves (an fsync of the database, tens of milliseconds on a small
+    machine, that would be paid inside ``on_bar`` or with the write lock held): the process's
+    checkpointer (:func:`falcon.db.engine.note_commit`) runs a passive one on another connection
+    in a background thread, where it holds up no writer. It is given back when the engine is
+    disposed or collected.
+    """
+    with _waiters_lock:
+        held = _sqlite_held.get(engine)
+        if held is None:
+            held = _sqlite_held[engine] = _HeldConnection(engine, autocommit=False,
+                                                          checkpoints=False)
+            weakref.finalize(engine, held.close)
+            event.listen(engine, "engine_disposed", lambda e: _close_under_lock(e, held))
+    return held
+
+
+def _close_under_lock(engine: Engine, held: _HeldConnection) -> None:
+    with write_lock(engine):
+        held.close()
+
+
+@contextmanager
+def _sqlite_transaction(engine: Engine) -> Iterator[Any]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the shared outbox connection, under the write lock."""
+    with write_lock(engine):
+        held = _sqlite_connection(engine)
+        conn = held.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            held.rollback()
+            raise
+    # The commit was on the driver's connection, which SQLAlchemy's commit event does not see.
+    note_commit(engine)
+
+
+class AlertWriter:
+    """Claims rules' cooldowns and queues their alerts, committed, on a connection of its own.
+
+    The alert engine's hot path: :meth:`write` is one transaction, committed before it returns,
+    then in-process delivery workers are woken. The connection is taken from the engine's pool
+    once and kept (no checkout, no pre-ping per alert). On PostgreSQL it is the writer's own, in
+    autocommit, and the claim plus the whole outbox write is one statement: one round trip,
+    atomic as any statement is. On SQLite it is ``BEGIN IMMEDIATE``, a few statements,
+    ``COMMIT``, under the process's :func:`write_lock`, on the connection every outbox write of
+    the process shares (:func:`_sqlite_connection`).
+
+    A connection found broken (the server restarted while it sat idle) is replaced and the
+    write tried once more; the cooldown claim keeps a write that did commit before the break
+    from being queued twice (a rule with no cooldown could, in that instant, fire twice:
+    delivery is at least once anyway). :meth:`close` gives the connection back; so does
+    garbage collection of the writer.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._key = _db_key(engine)
+        self._sql = _statements(engine)
+        self._lock = threading.Lock()
+        if self._sql.pg:
+            self._held = _HeldConnection(engine, autocommit=True)
+            weakref.finalize(self, self._held.close)
+        else:
+            self._held = _sqlite_connection(engine)
+
+    def write(self, claims: Sequence[Claim], alerts: Sequence[NewAlert],
+              arrived: datetime | None = None) -> Written:
+        """Claim ``claims``, queue the alerts of the rules claimed, commit; see :class:`Written`.
+
+        Without ``claims`` every alert is queued. With ``arrived``, every alert's latency is the
+        time from it to the commit's ``created_at`` (``NewAlert.latency_ms`` otherwise).
+        """
+        if not alerts:
+            return Written([], None, False)
+        if not self._sql.pg:
+            with _sqlite_transaction(self._engine) as conn:
+                written = self._sql.write(conn, claims, alerts, arrived)
+        else:
+            with self._lock:
+                for attempt in (1, 2):
+                    try:
+                        written = self._sql.write(self._held.get(), claims, alerts, arrived)
+                        break
+                    except Exception:
+                        if not self._held.broken():
+                            raise
+                        self._held.discard()
+                        if attempt == 2:
+                            raise
+        if written.remote:
+            _call_waiters(self._key)
+        return written
+
+    def close(self) -> None:
+        """Give the connection back to the pool (a later :meth:`write` takes one again)."""
+        with write_lock(self._engine), self._lock:
+            self._held.close()
+
+
+class _HeldConnection:
+    """One pooled DBAPI connection kept checked out, taken again after :meth:`close`."""
+
+    def __init__(self, engine: Engine, *, autocommit: bool, checkpoints: bool = True) -> None:
+        self._engine = weakref.ref(engine)  # the engine's finalizer may be what closes this
+        self._autocommit = autocommit
+        self._checkpoints = checkpoints  # False: no WAL autocheckpoint on commit (SQLite)
+        self._fairy: Any = None
+        self._autocheckpoint: int | None = None
+
+    def get(self) -> Any:
+        if self._fairy is None:
+            engine = self._engine()
+            if engine is None:  # pragma: no cover - a writer outlived its engine
+                raise RuntimeError("the engine of this connection is gone")
+            fairy = engine.raw_connection()
+            driver: Any = fairy.driver_connection
+            if self._autocommit:
+                driver.autocommit = True
+            if not self._checkpoints:
+                self._autocheckpoint = driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+                driver.execute("PRAGMA wal_autocheckpoint = 0")
+            self._fairy = fairy
+        return self._fairy.driver_connection
+
+    def broken(self) -> bool:
+        conn = None if self._fairy is None else self._fairy.driver_connection
+        return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
+
+    def rollback(self) -> None:
+        if self._fairy is not None and not self._autocommit:
+            try:
+                self._fairy.driver_connection.rollback()
+            except Exception:  # the error being raised is the one that matters
+                self.discard()
+
+    def discard(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            fairy.invalidate()
+
+    def close(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is None:
+            return
+        try:
+            if self._autocommit:
+                fairy.driver_connection.autocommit = False
+            if self._autocheckpoint is not None:  # as the pool's other connections have it
+                fairy.driver_connection.execute(
+                    f"PRAGMA wal_autocheckpoint = {int(self._autocheckpoint)}")
+            fairy.close()
+        except Exception:  # closing at exit or after the server went: nothing to keep
+            fairy.invalidate()
 
 
 def queue_alert(
@@ -222,10 +571,14 @@ def _wake_after_commit(session: Session) -> None:
 
 def _after_commit(session: Session) -> None:
     bind = session.info.pop(_WAKE_KEY, None)
-    if bind is None:
-        return
+    if bind is not None:
+        _call_waiters(bind)
+
+
+def _call_waiters(bind: Engine | Connection | str) -> None:
+    key = bind if isinstance(bind, str) else _db_key(bind)
     with _waiters_lock:
-        callbacks = list(_waiters.get(_db_key(bind), ()))
+        callbacks = list(_waiters.get(key, ()))
     for callback in callbacks:
         callback()
 
@@ -266,6 +619,11 @@ def due_channels(engine: Engine, channels: Collection[str], *, now: datetime | N
     now = now or utcnow()
     if not channels:
         return Due({}, None)
+    if engine.dialect.name == "postgresql":
+        counts_json, later = _pg_worker_run(engine, lambda conn: conn.execute(_PG_DUE, {
+            "now": _statements(engine).dt(now), "channels": list(channels)}).fetchone())
+        return Due({c: int(n) for c, n in (counts_json or {}).items()},
+                   None if later is None else _statements(engine).dt_out(later))
     pending = (AlertDelivery.status == "pending", AlertDelivery.channel.in_(list(channels)))
     with engine.connect() as conn:
         counts = conn.execute(
@@ -295,6 +653,10 @@ def claim_due(
     if not channels or limit <= 0:
         return []
     now = now or utcnow()
+    if engine.dialect.name == "sqlite":
+        return _claim_due_sqlite(engine, channels, limit, lease_s, now, event_id)
+    if engine.dialect.name == "postgresql":
+        return _claim_due_pg(engine, channels, limit, lease_s, now, event_id)
     due = (
         select(AlertDelivery.id)
         .where(
@@ -338,6 +700,105 @@ def claim_due(
     return out
 
 
+def _claim_due_sqlite(engine: Engine, channels: Collection[str], limit: int, lease_s: float,
+                      now: datetime, event_id: int | None) -> list[Claimed]:
+    # claim_due's statements on the shared connection: the write lock is held for as little
+    # time as the database needs, not for SQLAlchemy's compilation and result handling.
+    sql = _statements(engine)
+    params = (sql.dt(now + timedelta(seconds=lease_s)), sql.dt(now),
+              json.dumps(list(channels)), event_id, event_id, limit)
+    with _sqlite_transaction(engine) as conn:
+        rows = conn.execute(_SQLITE_CLAIM_DUE, params).fetchall()
+        if not rows:
+            return []
+        events = {e[0]: e for e in conn.execute(
+            "SELECT id, rule_id, ticker, message, created_at FROM alert_events "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted({r[1] for r in rows})),))}
+    out = []
+    for delivery_id, event_id_, channel, attempts in sorted(rows):
+        _, rule_id, ticker, message, created = events[event_id_]
+        out.append(Claimed(delivery_id, event_id_, channel, attempts, rule_id, ticker, message,
+                           sql.dt_out(created)))
+    return out
+
+
+_SQLITE_CLAIM_DUE = """
+UPDATE alert_deliveries SET attempts = attempts + 1, next_attempt_at = ?
+WHERE status = 'pending' AND id IN (
+    SELECT id FROM alert_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= ?
+      AND channel IN (SELECT value FROM json_each(?)) AND (? IS NULL OR event_id = ?)
+    ORDER BY next_attempt_at, id LIMIT ?)
+RETURNING id, event_id, channel, attempts"""
+
+
+def _claim_due_pg(engine: Engine, channels: Collection[str], limit: int, lease_s: float,
+                  now: datetime, event_id: int | None) -> list[Claimed]:
+    # One statement on the worker's kept autocommit connection: lease and read in a round trip.
+    sql = _statements(engine)
+    rows = _pg_worker_run(engine, lambda conn: conn.execute(_PG_CLAIM_DUE, {
+        "now": sql.dt(now), "lease": sql.dt(now + timedelta(seconds=lease_s)),
+        "channels": list(channels), "event_id": event_id, "limit": limit}).fetchall())
+    return [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], sql.dt_out(r[7])) for r in rows]
+
+
+_PG_CLAIM_DUE = """
+WITH due AS (
+    SELECT id FROM alert_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s::timestamp
+      AND channel = ANY(%(channels)s::text[])
+      AND (%(event_id)s::bigint IS NULL OR event_id = %(event_id)s::bigint)
+    ORDER BY next_attempt_at, id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE alert_deliveries AS d
+    SET attempts = d.attempts + 1, next_attempt_at = %(lease)s::timestamp
+    FROM due WHERE d.id = due.id AND d.status = 'pending'
+    RETURNING d.id, d.event_id, d.channel, d.attempts
+)
+SELECT c.id, c.event_id, c.channel, c.attempts, e.rule_id, e.ticker, e.message, e.created_at
+FROM claimed AS c JOIN alert_events AS e ON e.id = c.event_id ORDER BY c.id"""
+_PG_DUE = """
+SELECT (SELECT json_object_agg(channel, n) FROM (
+            SELECT channel, count(*) AS n FROM alert_deliveries
+            WHERE status = 'pending' AND channel = ANY(%(channels)s::text[])
+              AND next_attempt_at <= %(now)s::timestamp
+            GROUP BY channel) AS t),
+       (SELECT min(next_attempt_at) FROM alert_deliveries
+        WHERE status = 'pending' AND channel = ANY(%(channels)s::text[])
+          AND next_attempt_at > %(now)s::timestamp)"""
+
+_pg_worker_held: weakref.WeakKeyDictionary[Engine, tuple[_HeldConnection, threading.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _pg_worker_run(engine: Engine, work: Callable[[Any], Any]) -> Any:
+    """``work(conn)`` on the delivery worker's kept autocommit connection (PostgreSQL).
+
+    Each statement is its own transaction. A connection found broken (the server restarted)
+    is replaced and ``work`` run once more: a lease taken just before the break expires, and
+    a ``sent`` not recorded means a second send, both within at-least-once delivery.
+    """
+    with _waiters_lock:
+        entry = _pg_worker_held.get(engine)
+        if entry is None:
+            held = _HeldConnection(engine, autocommit=True)
+            entry = _pg_worker_held[engine] = (held, threading.Lock())
+            weakref.finalize(engine, held.close)
+            event.listen(engine, "engine_disposed", lambda _e: held.close())
+    held, lock = entry
+    with lock:
+        for attempt in (1, 2):
+            try:
+                return work(held.get())
+            except Exception:
+                if not held.broken() or attempt == 2:
+                    raise
+                held.discard()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def mark_sent(engine: Engine, claimed: Claimed | Sequence[Claimed]) -> int:
     """Record successful sends in one transaction; how many rows were still pending.
 
@@ -347,6 +808,18 @@ def mark_sent(engine: Engine, claimed: Claimed | Sequence[Claimed]) -> int:
     batch = [claimed] if isinstance(claimed, Claimed) else list(claimed)
     if not batch:
         return 0
+    if engine.dialect.name == "sqlite":
+        with _sqlite_transaction(engine) as raw:
+            cur = raw.execute(
+                "UPDATE alert_deliveries SET status = 'sent', delivered_at = ?, last_error = NULL "
+                "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
+                (_statements(engine).dt(utcnow()), json.dumps([c.id for c in batch])))
+            return int(cur.rowcount)
+    if engine.dialect.name == "postgresql":
+        return int(_pg_worker_run(engine, lambda conn: conn.execute(
+            "UPDATE alert_deliveries SET status = 'sent', delivered_at = %s, last_error = NULL "
+            "WHERE id = ANY(%s) AND status = 'pending'",
+            (_statements(engine).dt(utcnow()), [c.id for c in batch])).rowcount))
     with write_lock(engine), engine.begin() as conn:
         done: Any = conn.execute(
             update(AlertDelivery)

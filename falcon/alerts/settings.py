@@ -46,6 +46,11 @@ class AlertSettings(AlertsSettings):
     #: ``PRAGMA data_version``: no lock, microseconds), so that an alert queued by another
     #: process is sent without waiting for ``poll_interval_s``.
     change_poll_s: float = 0.02
+    #: How long the delivery worker, once woken, lets further alerts gather before it claims:
+    #: a burst of alerts (a minute's bars arrive together) is then one claim and one ``sent``
+    #: write instead of one of each per alert, each of which would take SQLite's write lock
+    #: (and the interpreter's) from the alert engine. It adds at most this much to delivery.
+    gather_s: float = 0.02
     # Secrets: never printed.
     slack_webhook_url: str | None = field(default=None, repr=False)
     discord_webhook_url: str | None = field(default=None, repr=False)

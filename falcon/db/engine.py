@@ -89,6 +89,26 @@ class _Checkpointer:
 
 
 _CHECKPOINTER = _Checkpointer()
+_PATHS: dict[str, str | None] = {}  # engine URL -> its SQLite file (None: not a SQLite file)
+
+
+def note_commit(engine: Engine) -> None:
+    """Tell the checkpointer that ``engine``'s database got a commit SQLAlchemy did not see.
+
+    Commits through a session or connection are noticed by themselves; this is for code that
+    commits on the driver's own connection (the alert outbox's kept connection). No-op on
+    PostgreSQL.
+    """
+    url = str(engine.url)
+    path = _PATHS.get(url, "")
+    if path == "":
+        parsed = engine.url
+        path = None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            path = str(Path(str(parsed.database)).resolve())
+        _PATHS[url] = path
+    if path is not None:
+        _CHECKPOINTER.mark(path)
 
 
 def make_engine(url: str) -> Engine:

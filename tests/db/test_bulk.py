@@ -92,3 +92,19 @@ def test_updates_touch_only_their_rows_and_set_updated_at(sessions: sessionmaker
                for p in s.scalars(select(Position))}
     assert got == {(a, "AAPL"): (5, Decimal("12.5"), True), (a, "MSFT"): (1, Decimal(10), False),
                    (b, "AAPL"): (1, Decimal(10), False), (b, "MSFT"): (1, Decimal(10), False)}
+
+
+def test_awkward_text_survives_both_paths(sessions: sessionmaker[Session]) -> None:
+    """Tabs, newlines, backslashes, quotes, NUL-free unicode and None: as given (COPY escapes)."""
+    account, _ = _accounts(sessions)
+    awkward = 'a\tb\nc\\d "e" \'f\' \u00e9\u4e2d \\N'
+    with transaction(sessions) as s:
+        bulk.insert_rows(s, cast(Table, Event.__table__),
+                         [{"kind": "fill", "payload": {"note": awkward, "none": None}}])
+        bulk.insert_rows(s, cast(Table, Position.__table__),
+                         [{"account_id": account, "ticker": "T\\N", "qty": 1,
+                           "avg_cost": Decimal(1), "strategy": awkward}])
+    with sessions() as s:
+        assert s.scalars(select(Event)).one().payload == {"note": awkward, "none": None}
+        position = s.scalars(select(Position)).one()
+        assert (position.ticker, position.strategy) == ("T\\N", awkward)

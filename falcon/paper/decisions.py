@@ -110,6 +110,7 @@ class Entries:
         self._worked: set[str] = set()
         self._opened: dict[str, int] = {}
         self._exposure: Exposure | None = None
+        self._owners: tuple[object, dict[str | None, int]] | None = None  # see _owned
 
     def worked(self, ticker: str) -> bool:
         """True when this batch's bar of ``ticker`` already went through the book."""
@@ -247,8 +248,7 @@ class Entries:
         strategy = meta.get("strategy") if isinstance(meta.get("strategy"), str) else None
         slot = next((sl for sl in t.slots if sl.name == strategy), None)
         if slot is not None:
-            owned = sum(1 for o in state.strategy_of.values() if o == strategy)
-            owned += self._opened.get(slot.name, 0)
+            owned = self._owned(strategy) + self._opened.get(slot.name, 0)
             if owned >= slot.spec.risk.max_positions:
                 t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
                          f"strategy max_positions {slot.spec.risk.max_positions}", result)
@@ -302,6 +302,17 @@ class Entries:
         if slot is not None:
             self._opened[slot.name] = self._opened.get(slot.name, 0) + 1
         self._submit(s, orders, bar, result)
+
+    def _owned(self, strategy: str | None) -> int:
+        """Positions opened by ``strategy``: counted once per positions snapshot (a fill makes
+        a new one), not once per entry (most entries of a busy batch are refused)."""
+        snapshot = self.t.positions()
+        if self._owners is None or self._owners[0] is not snapshot:
+            counts: dict[str | None, int] = {}
+            for owner in self.t.state.strategy_of.values():
+                counts[owner] = counts.get(owner, 0) + 1
+            self._owners = (snapshot, counts)
+        return self._owners[1].get(strategy, 0)
 
     def _strategy_plan(
         self, slot: StrategySlot, price: float, long: bool, meta: dict[str, Any]

@@ -51,7 +51,7 @@ def trader(sessions: sessionmaker[Session], slots: list[StrategySlot], *, accoun
 
 def days(start: date, n: int) -> list[datetime]:
     """Day-bar timestamps (00:00 New York, in UTC) of ``n`` sessions from ``start``."""
-    out = []
+    out: list[datetime] = []
     d = start
     while len(out) < n:
         if calendar.is_trading_day(d):

@@ -624,6 +624,21 @@ def due_channels(engine: Engine, channels: Collection[str], *, now: datetime | N
             "now": _statements(engine).dt(now), "channels": list(channels)}).fetchone())
         return Due({c: int(n) for c, n in (counts_json or {}).items()},
                    None if later is None else _statements(engine).dt_out(later))
+    if engine.dialect.name == "sqlite":
+        # Fixed SQL on a pooled driver connection, one call: the worker asks this every pass,
+        # in the same interpreter as the alert engine (falcon up), so its Python time counts.
+        sql = _statements(engine)
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(_SQLITE_DUE, {"channels": json.dumps(list(channels)), "now": sql.dt(now)})
+            row: Any = cur.fetchone()  # the two sub-selects always give one row
+            cur.close()
+        finally:
+            raw.close()
+        counts_json, later = row
+        return Due({c: int(n) for c, n in json.loads(counts_json or "{}").items()},
+                   None if later is None else sql.dt_out(later))
     pending = (AlertDelivery.status == "pending", AlertDelivery.channel.in_(list(channels)))
     with engine.connect() as conn:
         counts = conn.execute(
@@ -768,6 +783,16 @@ SELECT (SELECT json_object_agg(channel, n) FROM (
        (SELECT min(next_attempt_at) FROM alert_deliveries
         WHERE status = 'pending' AND channel = ANY(%(channels)s::text[])
           AND next_attempt_at > %(now)s::timestamp)"""
+
+_SQLITE_DUE = """
+SELECT (SELECT json_group_object(channel, n) FROM (
+            SELECT channel, count(*) AS n FROM alert_deliveries
+            WHERE status = 'pending' AND channel IN (SELECT value FROM json_each(:channels))
+              AND next_attempt_at <= :now
+            GROUP BY channel)),
+       (SELECT min(next_attempt_at) FROM alert_deliveries
+        WHERE status = 'pending' AND channel IN (SELECT value FROM json_each(:channels))
+          AND next_attempt_at > :now)"""
 
 _pg_worker_held: weakref.WeakKeyDictionary[Engine, tuple[_HeldConnection, threading.Lock]] = (
     weakref.WeakKeyDictionary())

@@ -340,8 +340,7 @@ def _sqlite_connection(engine: Engine) -> _HeldConnection:
     with _waiters_lock:
         held = _sqlite_held.get(engine)
         if held is None:
-            held = _sqlite_held[engine] = _HeldConnection(engine, autocommit=False,
-                                                          checkpoints=False)
+            held = _sqlite_held[engine] = _HeldConnection(engine, autocommit=False)
             weakref.finalize(engine, held.close)
             event.listen(engine, "engine_disposed", lambda e: _close_under_lock(e, held))
     return held
@@ -435,12 +434,10 @@ class AlertWriter:
 class _HeldConnection:
     """One pooled DBAPI connection kept checked out, taken again after :meth:`close`."""
 
-    def __init__(self, engine: Engine, *, autocommit: bool, checkpoints: bool = True) -> None:
+    def __init__(self, engine: Engine, *, autocommit: bool) -> None:
         self._engine = weakref.ref(engine)  # the engine's finalizer may be what closes this
         self._autocommit = autocommit
-        self._checkpoints = checkpoints  # False: no WAL autocheckpoint on commit (SQLite)
         self._fairy: Any = None
-        self._autocheckpoint: int | None = None
 
     def get(self) -> Any:
         if self._fairy is None:
@@ -451,9 +448,6 @@ class _HeldConnection:
             driver: Any = fairy.driver_connection
             if self._autocommit:
                 driver.autocommit = True
-            if not self._checkpoints:
-                self._autocheckpoint = driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-                driver.execute("PRAGMA wal_autocheckpoint = 0")
             self._fairy = fairy
         return self._fairy.driver_connection
 
@@ -480,9 +474,6 @@ class _HeldConnection:
         try:
             if self._autocommit:
                 fairy.driver_connection.autocommit = False
-            if self._autocheckpoint is not None:  # as the pool's other connections have it
-                fairy.driver_connection.execute(
-                    f"PRAGMA wal_autocheckpoint = {int(self._autocheckpoint)}")
             fairy.close()
         except Exception:  # closing at exit or after the server went: nothing to keep
             fairy.invalidate()

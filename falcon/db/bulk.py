@@ -10,8 +10,8 @@ The same column defaults and type conversions as Core apply (Python-side ``defau
 missing columns, ``onupdate=`` on updates, every type's bind processor), so the rows stored are
 the rows Core would store; tests/db/test_bulk.py checks that, column by column.
 
-PostgreSQL keeps the Core paths (``falcon.paper.persist`` batches its statements there); these
-functions are for SQLite and fall back to Core elsewhere.
+PostgreSQL gets the same rows by ``COPY ... FROM STDIN`` (:func:`insert_rows`); updates there
+go through Core, whose statement text is fixed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Table, insert, update
+from sqlalchemy import Column, Table, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -131,9 +131,6 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
     if dialect.name == "postgresql":
         _copy(session, table, rows, raw)
         return
-    if dialect.name != "sqlite":  # pragma: no cover - Falcon runs on SQLite and PostgreSQL
-        session.execute(insert(table), [_cooked(table, r, raw) for r in rows])
-        return
     plan = _insert_plan(dialect, table, tuple(rows[0]), raw)
     session.connection().exec_driver_sql(plan.sql, _tuples(plan, rows))
 
@@ -148,13 +145,6 @@ def _copy(session: Session, table: Table, rows: Sequence[dict[str, Any]],
     with driver.cursor() as cursor, cursor.copy(plan.sql) as copy:  # type: ignore[union-attr]
         for row in params:
             copy.write_row(row)
-
-
-def _cooked(table: Table, row: dict[str, Any], raw: tuple[str, ...]) -> dict[str, Any]:
-    """``row`` for Core, with the ``raw`` JSON texts decoded (Core encodes them again)."""
-    import json
-
-    return {k: json.loads(v) if k in raw and isinstance(v, str) else v for k, v in row.items()}
 
 
 def update_rows(session: Session, table: Table, key: str, rows: Sequence[dict[str, Any]], *,

@@ -409,13 +409,13 @@ def flush_batch(session: Session) -> None:
             for book, amount in fill_legs_
         ]
         if legs:
-            insert_many(session, cast(Table, LedgerEntry.__table__), legs)
+            bulk.insert_rows(session, cast(Table, LedgerEntry.__table__), legs)
         b.fills.clear()
     if b.positions:
         _write_positions(session, _state(b).account_id, b.positions)
         b.positions.clear()
     if b.events:
-        insert_many(session, cast(Table, Event.__table__), b.events)
+        bulk.insert_rows(session, cast(Table, Event.__table__), b.events)
         b.events.clear()
     if b.audit:
         audit.append_rows(session, b.audit)
@@ -478,12 +478,6 @@ def _bulk_update(
     session.execute(stmt, {"now": utcnow(), "account_id": account_id, **arrays})
 
 
-def insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) in as few statements as the driver allows
-    (:func:`falcon.db.bulk.insert_rows`)."""
-    bulk.insert_rows(session, table, rows)
-
-
 def _write_positions(
     session: Session, account_id: int, changes: dict[str, _PositionChange]
 ) -> None:
@@ -517,7 +511,7 @@ def _write_positions(
             keys = ("qty", "avg_cost", "realized_pnl", *(("strategy",) if owned else ()))
             _bulk_update(session, table, "ticker", "b_ticker", keys, params, account_id)
     if inserts:
-        insert_many(session, table, inserts)
+        bulk.insert_rows(session, table, inserts)
 
 
 # --- writing events ----------------------------------------------------------------------------

@@ -257,6 +257,11 @@ class PaperAccount(Base):
     halt_reason: Mapped[str | None] = mapped_column(Text)
     peak_equity: Mapped[Decimal | None] = mapped_column(Money)
     last_bar_ts: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The paper trader's quiet retries (falcon.paper.streaks): open refusal streaks and the
+    # entries held in memory only, stored with each batch that changes them. Deferred: read
+    # once when the trader starts, not with the row every batch locks.
+    quiet_state: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), deferred=True)
     created_at: Mapped[datetime] = _created()
 
 

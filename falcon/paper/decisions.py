@@ -1,5 +1,11 @@
 """Turning decisions into orders: pending entries, their sizing at the next open, and exits.
 
+An entry a strategy decides again while the same entry keeps being refused for the same cause
+(its signal is a level that holds, the cash is gone) is a *quiet retry*: it is held in memory and
+retried at every open like any other, but only the first refusal of the streak, a refusal for
+another cause, the fill, and one ``order.refused_repeatedly`` summary are written
+(:mod:`falcon.paper.streaks`).
+
 Also the trader's structured log: one JSON object per line on stdout per decision (journald keeps
 stdout of a unit), with the bar time, the account and what was decided.
 """
@@ -32,6 +38,7 @@ from falcon.paper import persist
 from falcon.paper.limits import RiskView, cap_entry
 from falcon.paper.persist import ACTOR
 from falcon.paper.signals import Signal, StrategySlot
+from falcon.paper.streaks import Key, Streak, streak_key
 
 if TYPE_CHECKING:
     from falcon.paper.trader import BatchResult, Trader
@@ -111,6 +118,7 @@ class Entries:
         self._opened: dict[str, int] = {}
         self._exposure: Exposure | None = None
         self._owners: tuple[object, dict[str | None, int]] | None = None  # see _owned
+        self._released: set[Key] = set()  # streak keys with an entry released in this batch
 
     def worked(self, ticker: str) -> bool:
         """True when this batch's bar of ``ticker`` already went through the book."""
@@ -126,16 +134,22 @@ class Entries:
         state = self.t.state
         purpose = "entry" if side is Side.BUY else "short"
         cid = client_order_id(state.name, slot.name, ticker, ts, purpose)
-        if persist.known(state, s, cid):
+        if persist.known(state, s, cid) or cid in state.pending:
             return
         meta = {"strategy": slot.name, "purpose": "entry", "atr": sig.atr}
-        persist.insert_pending(s, state, cid, ticker=ticker, side=side, strategy=slot.name,
-                               meta=meta)
+        key = (slot.name, ticker, side.value)
+        if state.streaks.quiet(key):
+            # Refused at this open, likely refused at the next: held, not written (a quiet retry).
+            persist.hold_pending(state, cid, ticker=ticker, side=side, meta=meta)
+            state.streaks.hold(key, cid, meta)
+        else:
+            persist.insert_pending(s, state, cid, ticker=ticker, side=side, strategy=slot.name,
+                                   meta=meta)
+            self.t.log.decision(state.name, "entry_signal", ts=ts, ticker=ticker,
+                                side=side.value, strategy=slot.name, order=cid)
         if self.t._waiting is not None:
             self.t._waiting.add(ticker)
         result.decisions += 1
-        self.t.log.decision(state.name, "entry_signal", ts=ts, ticker=ticker, side=side.value,
-                            strategy=slot.name, order=cid)
 
     def exit(
         self, s: Session, strategy: str, ticker: str, held: int, ts: datetime, why: str,
@@ -191,6 +205,7 @@ class Entries:
             (cid for cid, row in state.pending.items() if row.ticker in bars),
             key=lambda c: (state.pending[c].ticker, c),
         )
+        self._released = set()
         for cid in due:
             row = state.pending[cid]
             bar = bars[row.ticker]
@@ -200,6 +215,10 @@ class Entries:
                 self._flatten(s, cid, bar, result)
             else:
                 self._entry(s, cid, bar, marks, result)
+        if state.streaks.open and bars:
+            ts = next(iter(bars.values())).ts
+            for streak in state.streaks.sweep(bars, self._released):
+                self._refused_repeatedly(s, streak, ts)
 
     def _submit(self, s: Session, orders: tuple[Order, ...], bar: Bar, result: BatchResult) -> None:
         book = self.t.state.book
@@ -234,24 +253,31 @@ class Entries:
         ticker = bar.ticker
         manual = meta.get("source") == "manual"
         stub = persist.domain_from_row(row, meta, qty=max(int(row.qty), 1))
+        key = streak_key(meta, ticker, row.side)
+        if key is not None:
+            self._released.add(key)
+
+        def refuse(reason: RejectReason, cause: str, detail: str) -> bool:
+            return self._refuse(s, key, stub, bar.ts, reason, cause, detail, result)
+
         held = state.ledger.qty(ticker)
         opening = held == 0 or (held > 0) == long
         if opening and state.halted:
-            t.reject(s, stub, bar.ts, RejectReason.HALTED, state.halt_reason or "halted", result)
+            refuse(RejectReason.HALTED, "halted", state.halt_reason or "halted")
             return
         if opening and t.daily_stopped:
-            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, "daily loss limit reached", result)
+            refuse(RejectReason.RISK_LIMIT, "daily_loss", "daily loss limit reached")
             return
         if not manual and held != 0:
-            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, "one position per ticker", result)
+            refuse(RejectReason.RISK_LIMIT, "one_position_per_ticker", "one position per ticker")
             return
         strategy = meta.get("strategy") if isinstance(meta.get("strategy"), str) else None
         slot = next((sl for sl in t.slots if sl.name == strategy), None)
         if slot is not None:
             owned = self._owned(strategy) + self._opened.get(slot.name, 0)
             if owned >= slot.spec.risk.max_positions:
-                t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
-                         f"strategy max_positions {slot.spec.risk.max_positions}", result)
+                refuse(RejectReason.RISK_LIMIT, "strategy_max_positions",
+                       f"strategy max_positions {slot.spec.risk.max_positions}")
                 return
         price = float(costs.slipped(bar.open, buy=long))
         if manual:
@@ -261,12 +287,13 @@ class Entries:
         elif meta.get("pick") is not None:
             plan = self._pick_plan(price, meta)
         else:
+            self._resolve(s, key, cid, bar.ts)  # no strategy to size it: dropped, as before
             self.t._record(s, [OrderCanceled(order=stub, ts=bar.ts, reason=CancelReason.USER)],
                            result)
             return
         if plan is None:
-            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
-                     "no stop distance to size on (no ATR yet, or open beyond the stop)", result)
+            refuse(RejectReason.RISK_LIMIT, "no_stop_distance",
+                   "no stop distance to size on (no ATR yet, or open beyond the stop)")
             return
         equity = t.equity_at(marks)
         stop_d = None if plan.stop is None else abs(price - plan.stop)
@@ -275,20 +302,21 @@ class Entries:
                                  buying_power=state.ledger.buying_power(), equity=equity,
                                  costs=costs, stop_distance=stop_d)
         except ValueError as exc:
-            t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT, str(exc), result)
+            refuse(RejectReason.RISK_LIMIT, "sizing", str(exc))
             return
         if qty < 1 or (manual and qty < int(row.qty)):
-            t.reject(s, stub, bar.ts, RejectReason.INSUFFICIENT_CASH,
-                     f"cash {state.ledger.cash:.2f} at {price:.4f}", result)
+            refuse(RejectReason.INSUFFICIENT_CASH, "insufficient_cash",
+                   f"cash {state.ledger.cash:.2f} at {price:.4f}")
             return
         if opening:
             view = self._view(ticker, strategy, equity, marks)
             check = cap_entry(qty, price, view, limits)
             if check.refused or (manual and check.qty < qty):
-                t.reject(s, stub, bar.ts, RejectReason.RISK_LIMIT,
-                         f"{check.limit}: {check.detail}", result)
-                persist.audit_entry(s, ACTOR, "risk.rejected", cid[:200],
-                             {"limit": check.limit, "detail": check.detail, "wanted": qty})
+                if refuse(RejectReason.RISK_LIMIT, f"risk_limit:{check.limit}",
+                          f"{check.limit}: {check.detail}"):
+                    persist.audit_entry(s, ACTOR, "risk.rejected", cid[:200],
+                                        {"limit": check.limit, "detail": check.detail,
+                                         "wanted": qty})
                 return
             if check.qty < qty:
                 persist.audit_entry(s, ACTOR, "risk.capped", cid[:200],
@@ -301,7 +329,52 @@ class Entries:
         orders = (entry,) if manual else _legs(entry, price, long, plan)
         if slot is not None:
             self._opened[slot.name] = self._opened.get(slot.name, 0) + 1
+        self._resolve(s, key, cid, bar.ts)
         self._submit(s, orders, bar, result)
+
+    # --- quiet retries (falcon.paper.streaks) -------------------------------------------------
+
+    def _refuse(
+        self, s: Session, key: Key | None, stub: Order, ts: datetime, reason: RejectReason,
+        cause: str, detail: str, result: BatchResult,
+    ) -> bool:
+        """Refuse the entry ``stub``; False when it was a quiet retry refused for its streak's
+        cause (counted, nothing written), True when it was recorded."""
+        t = self.t
+        state = t.state
+        if key is None:
+            t.reject(s, stub, ts, reason, detail, result)
+            return True
+        record, ended = state.streaks.refused(key, stub.id, cause, ts)
+        if not record:
+            state.pending.pop(stub.id, None)
+            state.meta.pop(stub.id, None)
+            return False
+        if not persist.known(state, s, stub.id):
+            persist.store_pending(s, state, stub.id, strategy=key[0])
+        t.reject(s, stub, ts, reason, detail, result)
+        if ended is not None:
+            self._refused_repeatedly(s, ended, ts)
+        return True
+
+    def _resolve(self, s: Session, key: Key | None, cid: str, ts: datetime) -> None:
+        """The entry ``cid`` leaves the pending entries other than by a refusal (submitted, or
+        canceled): its row is written if it was quiet, and its key's streak ends."""
+        state = self.t.state
+        if not persist.known(state, s, cid):
+            persist.store_pending(s, state, cid, strategy=key[0] if key else None)
+        if key is not None:
+            ended = state.streaks.end(key)
+            if ended is not None:
+                self._refused_repeatedly(s, ended, ts)
+
+    def _refused_repeatedly(self, s: Session, streak: Streak, ts: datetime) -> None:
+        """The one record of a streak's repeats: an audit entry and a log line."""
+        state = self.t.state
+        detail = streak.detail(state.name)
+        persist.audit_entry(s, ACTOR, "order.refused_repeatedly", streak.first_id[:200], detail)
+        self.t.log.decision(state.name, "entry_refused_repeatedly", ts=ts,
+                            **{k: v for k, v in detail.items() if k != "account"})
 
     def _owned(self, strategy: str | None) -> int:
         """Positions opened by ``strategy``: counted once per positions snapshot (a fill makes

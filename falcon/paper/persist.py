@@ -64,6 +64,7 @@ from falcon.errors import NotFound, ValidationError
 from falcon.execution.book import OrderBook
 from falcon.execution.fills import CostModel
 from falcon.execution.ledger import Ledger
+from falcon.paper.streaks import Streaks
 
 __all__ = [
     "ACTOR",
@@ -78,11 +79,13 @@ __all__ = [
     "fill_legs",
     "find_account",
     "flush_batch",
+    "hold_pending",
     "insert_order",
     "insert_pending",
     "known",
     "money",
     "record_events",
+    "store_pending",
     "sync_live_orders",
     "txn_id_for",
 ]
@@ -165,6 +168,7 @@ class AccountState:
     order_ids: dict[str, int] = field(default_factory=dict)  # client_order_id -> orders.id
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # client id -> reason JSON
     pending: dict[str, OrderRow] = field(default_factory=dict)  # entries sized at the next open
+    streaks: Streaks = field(default_factory=Streaks)  # quiet retries (paper_accounts.quiet_state)
     basis: dict[str, Decimal] = field(default_factory=dict)  # balance of position:T
     strategy_of: dict[str, str | None] = field(default_factory=dict)  # ticker -> owner
     entry_ts: dict[str, datetime] = field(default_factory=dict)  # ticker -> position opened
@@ -755,24 +759,59 @@ def insert_pending(
     ``qty`` 0 means "sized when released". The row is the idempotency anchor: a second decision
     with the same ``client_order_id`` finds it and does nothing.
     """
-    row = OrderRow(client_order_id=client_order_id, ticker=ticker, side=side.value,
-                   type=kind.value, qty=qty, limit_price=limit_price, stop_price=stop_price,
-                   time_in_force=tif.value)
+    row = hold_pending(state, client_order_id, ticker=ticker, side=side, meta=meta, qty=qty,
+                       kind=kind, limit_price=limit_price, stop_price=stop_price, tif=tif)
     with batch(session):
-        b = _batch(session)
-        b.state = state
-        b.new_orders[client_order_id] = _order_values(
-            state, client_order_id, ticker=ticker, side=side.value, type_=kind.value, qty=qty,
-            limit_price=limit_price, stop_price=stop_price, trail_pct=None, tif=tif.value,
-            status="pending", parent_id=None, oco_group=None, strategy=strategy,
-            reason=_meta_text(meta), reject_reason=None,
-        )
-        state.meta[client_order_id] = meta
-        state.pending[client_order_id] = row
+        store_pending(session, state, client_order_id, strategy=strategy)
         detail = {"account": state.name, "client_order_id": client_order_id, "ticker": ticker,
                   "side": side.value, "strategy": strategy, **meta}
         audit_entry(session, ACTOR, "order.decided", client_order_id[:200], detail)
     return row
+
+
+def hold_pending(
+    state: AccountState,
+    client_order_id: str,
+    *,
+    ticker: str,
+    side: Side,
+    meta: dict[str, Any],
+    qty: int = 0,
+    kind: OrderType = OrderType.MARKET,
+    limit_price: float | None = None,
+    stop_price: float | None = None,
+    tif: TimeInForce = TimeInForce.DAY,
+) -> OrderRow:
+    """A pending order in memory only (a quiet retry, see :mod:`falcon.paper.streaks`): what
+    :func:`insert_pending` keeps, without the row and its audit entry."""
+    row = OrderRow(client_order_id=client_order_id, ticker=ticker, side=side.value,
+                   type=kind.value, qty=qty, limit_price=limit_price, stop_price=stop_price,
+                   time_in_force=tif.value)
+    state.meta[client_order_id] = meta
+    state.pending[client_order_id] = row
+    return row
+
+
+def store_pending(
+    session: Session, state: AccountState, client_order_id: str, *, strategy: str | None
+) -> None:
+    """Add the ``orders`` row (status ``pending``) of a pending order held in memory to the batch.
+
+    For a quiet entry that is about to be recorded: what follows in the batch (its rejection, or
+    its submission and fill) updates the unflushed row, so it is written once, exactly as the
+    row of an entry that was never quiet ends up.
+    """
+    row = state.pending[client_order_id]
+    with batch(session):
+        b = _batch(session)
+        b.state = state
+        b.new_orders[client_order_id] = _order_values(
+            state, client_order_id, ticker=row.ticker, side=row.side, type_=row.type,
+            qty=row.qty, limit_price=row.limit_price, stop_price=row.stop_price, trail_pct=None,
+            tif=row.time_in_force, status="pending", parent_id=None, oco_group=None,
+            strategy=strategy, reason=_meta_text(state.meta[client_order_id]),
+            reject_reason=None,
+        )
 
 
 def domain_from_row(row: OrderRow, meta: dict[str, Any], qty: int | None = None) -> DomainOrder:

@@ -3,8 +3,9 @@
 The ledger is the stored fills replayed in order through :class:`~falcon.execution.ledger.Ledger`
 (exactly the in-memory ledger the trader had: fees were rounded before it booked them); the order
 book is the ``open`` orders submitted again in id order (a bracket's legs wait for their entry as
-before); ``pending`` orders wait for their next bar. Positions must agree with the fills, or the
-account refuses to load.
+before); ``pending`` orders wait for their next bar, and so do the quiet entries held in memory
+only (``paper_accounts.quiet_state``, see :mod:`falcon.paper.streaks`). Positions must agree with
+the fills, or the account refuses to load.
 """
 
 from __future__ import annotations
@@ -28,13 +29,20 @@ from falcon.paper.persist import (
     _basis,
     _domain_order,
     _parse_meta,
+    hold_pending,
 )
+from falcon.paper.streaks import Streaks
 
 __all__ = ["load_state"]
 
 
-def load_state(session: Session, account_id: int, costs: CostModel) -> AccountState:
-    """Rebuild an account from the database: the ledger from its fills, the book from open orders.
+def load_state(
+    session: Session, account_id: int, costs: CostModel, *, quiet_retries: bool = True
+) -> AccountState:
+    """Rebuild an account from the database: the ledger from its fills, the book from open orders,
+    the pending entries from their rows and from the stored quiet retries.
+
+    ``quiet_retries`` False: no new decision goes quiet (the stored quiet entries still wait).
 
     Raises :class:`DatabaseError` when the stored positions disagree with the replayed fills.
     """
@@ -106,6 +114,14 @@ def load_state(session: Session, account_id: int, costs: CostModel) -> AccountSt
         order = _domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
         book.submit(order, row.created_at)
         state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
+    state.streaks = Streaks.load(account.quiet_state, enabled=quiet_retries)
+    for streak in state.streaks.held():
+        quiet = streak.quiet_id
+        # A quiet entry has no row (it gets one when written, in the batch that stores the new
+        # quiet_state); the check keeps a row's own pending entry if that ever broke.
+        if quiet is not None and quiet not in state.order_ids:
+            hold_pending(state, quiet, ticker=streak.key[1], side=Side(streak.key[2]),
+                         meta=streak.quiet_meta or {})
     for ticker, price in _last_prices(session, account_id).items():
         ledger.mark(ticker, price)
         shadow.mark(ticker, price)

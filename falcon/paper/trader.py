@@ -21,6 +21,13 @@ Within a batch (the backtester's order of events, DESIGN.md "Conventions"):
    backtester's;
 6. screener picks whose close is inside their entry range become pending entries too.
 
+Quiet retries (:mod:`falcon.paper.streaks`): a strategy's entry that keeps being refused at the
+open for the same cause is still decided and retried on every bar, but after the first refusal
+its retries are held in memory only (``PaperAccount.quiet_state``, stored with the batch) and
+written only when the outcome changes (another cause, or a fill), plus one
+``order.refused_repeatedly`` audit entry when the streak ends. ``quiet_retries=False`` writes
+every retry, as before.
+
 Only bars inside an NYSE session are traded (day bars: a trading day; minute bars: the regular
 session, early closes included).
 """
@@ -101,6 +108,7 @@ class Trader:
         costs: CostModel | None = None,
         picks: bool = True,
         log_sink: DecisionLog | None = None,
+        quiet_retries: bool = True,
     ) -> None:
         if kind not in ("day", "minute"):
             raise ValueError("kind must be 'day' or 'minute'")
@@ -111,11 +119,13 @@ class Trader:
         self.limits = limits or RiskLimits()
         self.costs = costs or CostModel()
         self.log = log_sink or DecisionLog()
+        self.quiet_retries = quiet_retries
         bind = sessions.kw.get("bind")
         self._pg = bind is not None and bind.dialect.name == "postgresql"
         with transaction(sessions) as s:
             account_id = persist.find_account(s, account).id
-            self.state: AccountState = restore.load_state(s, account_id, self.costs)
+            self.state: AccountState = restore.load_state(s, account_id, self.costs,
+                                                          quiet_retries=quiet_retries)
             self.sectors = {t: sec for t, sec in s.execute(select(Ticker.ticker, Ticker.sector))}
         self.windows = Windows(max((sl.length for sl in self.slots), default=3))
         self.streams = [SlotStream(sl) for sl in self.slots]
@@ -202,6 +212,8 @@ class Trader:
                 account.halted = self.state.halted
                 account.halt_reason = self.state.halt_reason
                 account.peak_equity = self.state.peak_equity
+                if self.state.streaks.dirty:  # the quiet retries held in memory, with the batch
+                    account.quiet_state = self.state.streaks.dump()
         except BaseException:
             # The database rolled back; memory must not keep what it forgot.
             self._reload()
@@ -209,6 +221,7 @@ class Trader:
         finally:
             self.log.flush()
         self.state.last_bar_ts = ts
+        self.state.streaks.dirty = False
         return result
 
     def positions(self) -> Mapping[str, Position]:
@@ -222,7 +235,8 @@ class Trader:
         self._positions = self._valued = None
         with transaction(self.sessions) as s:
             marks = dict(self.state.ledger.marks)
-            self.state = restore.load_state(s, self.state.account_id, self.costs)
+            self.state = restore.load_state(s, self.state.account_id, self.costs,
+                                            quiet_retries=self.quiet_retries)
             for ticker, price in marks.items():
                 self.state.ledger.mark(ticker, price)
 

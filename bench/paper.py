@@ -98,6 +98,7 @@ def run_paper(url: str, batches: list[list[Bar]]) -> dict[str, Any]:
     settle_heap()  # as falcon.paper.service.run_batches does before the first bar
     latencies: list[float] = []
     sizes: list[int] = []
+    per_batch_events: list[int] = []
     events = 0
     signal_s = [0.0]
     for stream in trader.streams:  # time the strategies' evaluation apart from the rest
@@ -118,15 +119,22 @@ def run_paper(url: str, batches: list[list[Bar]]) -> dict[str, Any]:
         committed = time.perf_counter()
         latencies.append(committed - arrived)
         sizes.append(len(batch))
+        per_batch_events.append(len(result.events))
         events += len(result.events)
     total = time.perf_counter() - t0
     engine.dispose()
     bars = sum(len(b) for b in batches)
     lat = np.repeat(np.array(latencies) * 1000, sizes)  # per bar
+    # What a batch costs: a fixed part (bars, strategies, the commit) and a part per order event
+    # (its rows, ledger legs, audit entry, live event, log line), fitted over the day's batches.
+    slope, fixed = np.polyfit(per_batch_events, np.array(latencies) * 1000, 1)
     return {"bars": bars, "seconds": total, "bars_per_s": bars / total,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "per_bar_us": total / bars * 1e6, "order_events": events,
-            "decisions": trader.log.count, "signals_s": signal_s[0], "load": _loadavg()}
+            "decisions": trader.log.count, "signals_s": signal_s[0], "load": _loadavg(),
+            "fixed_ms": float(fixed), "per_event_ms": float(slope),
+            "events_p50": float(np.percentile(per_batch_events, 50)),
+            "events_max": int(max(per_batch_events))}
 
 
 def run_peer(batches: list[list[Bar]]) -> float:
@@ -186,6 +194,10 @@ def main() -> None:
         print(f"{db:<10}{r['bars']:>8}{r['seconds']:>10.2f}{r['bars_per_s']:>10.0f}"
               f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['per_bar_us']:>9.1f}"
               f"{r['order_events']:>8}{r['signals_s']:>11.2f}")
+    for db, r in results.items():
+        print(f"{db}: a batch costs about {r['fixed_ms']:.1f} ms + {r['per_event_ms']:.2f} ms per "
+              f"order event (least squares over the day); order events per batch: median "
+              f"{r['events_p50']:.0f}, max {r['events_max']}")
     print(f"peer: vectorised backtester, same bars and strategies: {peer:.2f} s "
           f"(no persistence, no bar-by-bar decisions)")
     for db, r in results.items():

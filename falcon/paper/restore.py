@@ -26,10 +26,10 @@ from falcon.paper.persist import (
     AccountState,
     MicroCosts,
     OrderRow,
-    _basis,
-    _domain_order,
-    _parse_meta,
+    domain_order,
     hold_pending,
+    parse_meta,
+    position_basis,
 )
 from falcon.paper.streaks import Streaks
 
@@ -82,7 +82,7 @@ def load_state(
         book=book,
         shadow=shadow,
         cash=account.cash,
-        basis={t: _basis(ledger, t) for t in held},
+        basis={t: position_basis(ledger, t) for t in held},
         strategy_of={t: p.strategy for t, p in stored.items()},
         entry_ts={t: ts for t, ts in entry_ts.items() if t in held},
         halted=account.halted,
@@ -105,13 +105,13 @@ def load_state(
         ):
             client_of[oid] = cid
     for row in rows:
-        meta = _parse_meta(row.reason)
+        meta = parse_meta(row.reason)
         state.order_ids[row.client_order_id] = row.id
         state.meta[row.client_order_id] = meta
         if row.status == "pending":
             state.pending[row.client_order_id] = OrderRow.of(row)
             continue
-        order = _domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
+        order = domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
         book.submit(order, row.created_at)
         state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
     state.streaks = Streaks.load(account.quiet_state, enabled=quiet_retries)

@@ -164,6 +164,25 @@ class OrderBook:
             events += self.cancel(order.id, ts, CancelReason.EXPIRED)
         return events
 
+    def on_open(self, bar: Bar) -> list[OrderEvent]:
+        """Fill the market orders of ``bar.ticker`` at ``bar``'s open, and nothing else.
+
+        For a ticker whose position is exited at this open and entered again at the same open
+        (exits at the open come before entries, DESIGN.md "Conventions"): the entry is sized
+        after the exit, on the cash it freed. The rest of the bar is :meth:`on_bar`'s.
+        """
+        events: list[OrderEvent] = []
+        if bar.ticker not in self._by_ticker:
+            return events
+        self.ledger.mark(bar.ticker, bar.open)
+        self._next_bar = set()
+        for order in [o for o in self.orders_for(bar.ticker) if o.type is OrderType.MARKET]:
+            if order.id in self._live:  # an earlier fill may have canceled it
+                price = fill_price(order, bar, self.costs)
+                if price is not None:
+                    events += self._fill(order, price, bar)
+        return events
+
     def on_bar(self, bar: Bar) -> list[OrderEvent]:
         """Work the live orders of ``bar.ticker`` through ``bar``; returns what happened."""
         if bar.ticker not in self._by_ticker:

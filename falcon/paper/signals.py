@@ -130,11 +130,14 @@ class SlotStream:
         self.slot = slot
         self.stream = SignalStream(slot.spec)
 
-    def push(self, bars: BarColumns, held: Container[str] | None = None) -> dict[str, Signal]:
+    def push(self, bars: BarColumns, owned: Container[str] | None = None) -> dict[str, Signal]:
         """Advance the slot's tickers among ``bars``; the signals on their new bars.
 
-        Only tickers that can lead to a decision are returned: those with an entry signal and
-        those in ``held`` (positions, whose exits need every bar's signals). ``held=None``: all.
+        Only tickers that can lead to a decision are returned: those with an entry signal, and
+        those in ``owned`` (positions this slot opened) with an exit signal, or every one of
+        them when the slot has ``max_bars`` (a position's age is judged on every bar). A
+        position with neither leads to no decision, so it is not looked at: with hundreds of
+        positions, most bars of most of them. ``owned=None``: all.
         """
         tickers, values = bars.tickers, bars.values
         if self.slot.tickers is not None:
@@ -146,12 +149,16 @@ class SlotStream:
         if not tickers:
             return {}
         out = self.stream.update(bars.ts_ns, tickers, **values)
-        if held is None:
+        if owned is None:
             wanted: Sequence[int] = range(len(tickers))
         else:
             entry = np.flatnonzero(out.entry_long | out.entry_short).tolist()
-            owned = [i for i, t in enumerate(tickers) if t in held]
-            wanted = sorted(set(entry).union(owned))
+            if self.slot.spec.risk.max_bars is None:
+                exits = out.exit_long | out.exit_short
+                mine = [i for i in np.flatnonzero(exits).tolist() if tickers[i] in owned]
+            else:
+                mine = [i for i, t in enumerate(tickers) if t in owned]
+            wanted = sorted(set(entry).union(mine))
         atr = out.atr
         signals: dict[str, Signal] = {}
         for i in wanted:

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import or_, select
+from sqlalchemy import BigInteger, any_, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import audit, calendar
@@ -56,7 +57,7 @@ from falcon.domain.events import (
 )
 from falcon.domain.market import Bar
 from falcon.domain.orders import Order as DomainOrder
-from falcon.domain.orders import Position, Side
+from falcon.domain.orders import OrderType, Position, Side
 from falcon.execution.fills import CostModel
 from falcon.paper import persist, restore
 from falcon.paper.decisions import DecisionLog, Entries, client_order_id
@@ -269,6 +270,12 @@ class Trader:
                 self._record(s, book.on_bar(bar), result)
                 done.add(bar.ticker)
         by_ticker = {b.ticker: b for b in bars}
+        for ticker in sorted(waiting):
+            # Exited and entered again at this open: the exit first, so that the entry is
+            # sized on the cash it freed and finds the ticker flat (the backtester's order).
+            if ticker in by_ticker and any(
+                    o.type is OrderType.MARKET for o in book.orders_for(ticker)):
+                self._record(s, book.on_open(by_ticker[ticker]), result)
         self.entries.release(s, by_ticker, prev_marks, result)
         for bar in bars:
             if bar.ticker not in done and not self.entries.worked(bar.ticker):
@@ -378,7 +385,14 @@ class Trader:
         watch += [ids[c] for c in state.pending if c in ids]
         wanted = Order.status == "pending"
         if watch:
-            wanted = or_(wanted, Order.id.in_(watch))
+            if self._pg:
+                # One array parameter: the statement's text is the same whatever the number of
+                # ids, so psycopg prepares it once (an IN list has a parameter per id). Still
+                # planned as index lookups: (account_id, status), or with the primary key.
+                watched = Order.id == any_(bindparam("watch", watch, type_=ARRAY(BigInteger)))
+            else:
+                watched = Order.id.in_(watch)
+            wanted = or_(wanted, watched)
         changed = s.execute(
             select(Order.id, Order.client_order_id, Order.status).where(
                 Order.account_id == state.account_id,
@@ -402,27 +416,34 @@ class Trader:
             for row in s.scalars(select(Order).where(Order.id.in_(new_pending))):
                 cid = row.client_order_id
                 state.order_ids[cid] = row.id
-                state.meta[cid] = persist._parse_meta(row.reason)
+                state.meta[cid] = persist.parse_meta(row.reason)
                 state.pending[cid] = persist.OrderRow.of(row)
 
     # --- strategies ---------------------------------------------------------------------------
 
     def _strategies(self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult
                     ) -> None:
-        held = set(self.positions())
+        # A position is exited only by the strategy that opened it (see _decide): each slot
+        # looks at its own positions.
+        owned: dict[str | None, set[str]] = {}
+        owner_of = self.state.strategy_of
+        for ticker in self.positions():
+            owned.setdefault(owner_of.get(ticker), set()).add(ticker)
         self._waiting = {r.ticker for r in self.state.pending.values()}
         try:
-            self._strategies_push(s, bars, ts, result, held)
+            self._strategies_push(s, bars, ts, result, owned)
         finally:
             self._waiting = None
 
     def _strategies_push(
-        self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult, held: set[str]
+        self, s: Session, bars: BarColumns, ts: datetime, result: BatchResult,
+        owned: dict[str | None, set[str]],
     ) -> None:
         for stream in self.streams:
             slot = stream.slot
-            # A flat ticker without an entry signal leads to no decision: not even looked at.
-            signals = stream.push(bars, held)
+            # A flat ticker without an entry signal, or a position without an exit signal,
+            # leads to no decision: not even looked at.
+            signals = stream.push(bars, owned.get(slot.name, set()))
             for ticker in sorted(signals):
                 self._decide(s, slot, ticker, signals[ticker], ts, result)
 
@@ -448,6 +469,13 @@ class Trader:
                 self.entries.exit(s, slot.name, ticker, held, ts, why, result)
                 if long_short and flip and why == "signal":
                     side = Side.SELL if long else Side.BUY
+                    self.entries.pending(s, slot, ticker, side, sig, ts, result)
+                elif why == "max_bars" and (
+                        (sig.entry_long and not sig.exit_long) if long
+                        else (sig.entry_short and not sig.exit_short)):
+                    # Timed out while its entry signal holds: out and in again at the next open,
+                    # as the backtester does.
+                    side = Side.BUY if long else Side.SELL
                     self.entries.pending(s, slot, ticker, side, sig, ts, result)
             return
         if self._busy(ticker):

@@ -1,0 +1,81 @@
+"""Exits of positions: by the strategy that opened them only, on an exit signal or on max_bars.
+
+The trader looks only at positions that can lead to a decision on a bar (their own strategy's
+exit signal, or every bar when the strategy has ``max_bars``): these tests fail if a position
+that should be looked at is skipped, or if another strategy's signal closes it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from falcon.backtest.engine import run_backtest
+from falcon.backtest.results import BacktestConfig
+from falcon.db.models import Fill, Position
+from falcon.execution.fills import CostModel
+from falcon.strategy import compile_signals
+from tests.paper.helpers import bar, days, make_account, slot, trader
+
+START = date(2024, 3, 4)
+
+
+def _fills(sessions: sessionmaker[Session]) -> list[tuple[str, str, int, int]]:
+    with sessions() as s:
+        rows = s.scalars(select(Fill).order_by(Fill.id)).all()
+        stamps = {ts: i for i, ts in enumerate(days(START, 40))}
+        return [(f.ticker, f.side, stamps[_utc(f.ts)], int(f.qty)) for f in rows]
+
+
+@pytest.mark.parametrize("max_bars", [1, 3, 7])
+def test_max_bars_exits_as_the_backtester_does(
+    sessions: sessionmaker[Session], max_bars: int,
+) -> None:
+    make_account(sessions)
+    # Enters when the close rises, never an exit signal: only max_bars closes the position.
+    sl = slot(entry="close > sma(close, 2)", exit_="close < 0", max_bars=max_bars)
+    t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
+    stamps = days(START, 40)
+    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
+    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
+    for b in bars:
+        t.process([b])
+    frame = pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
+                          "open": [b.open for b in bars], "high": [b.high for b in bars],
+                          "low": [b.low for b in bars], "close": [b.close for b in bars],
+                          "volume": [b.volume for b in bars]})
+    result = run_backtest(compile_signals(sl.spec, frame), risk=sl.spec.risk,
+                          config=BacktestConfig(cash=10_000.0))
+    expected: list[tuple[str, str, int, int]] = []
+    index = {ts: i for i, ts in enumerate(stamps)}
+    for row in result.trades.sort("entry_ts").iter_rows(named=True):
+        expected += [("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]),
+                     ("AAA", "sell", index[_utc(row["exit_ts"])], row["qty"])]
+    for row in result.open_trades.iter_rows(named=True):
+        expected.append(("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]))
+    assert len(expected) >= 6, "the path should make several trades"
+    assert _fills(sessions) == expected
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def test_a_position_is_exited_by_its_own_strategy_only(sessions: sessionmaker[Session]) -> None:
+    make_account(sessions)
+    # "mine" enters on every bar and exits when the close falls under 10; "other" only ever
+    # has exit signals for AAA (never an entry), and must not close mine's position.
+    mine = slot("mine", entry="close >= 10", exit_="close < 10")
+    other = slot("other", entry="close < 0", exit_="close > 0")
+    t = trader(sessions, [other, mine])
+    closes = [11.0, 12.0, 13.0, 14.0, 9.0, 9.0]
+    for ts, c in zip(days(START, len(closes)), closes, strict=True):
+        t.process([bar("AAA", ts, c)])
+    assert [f[:3] for f in _fills(sessions)] == [("AAA", "buy", 1), ("AAA", "sell", 5)]
+    with sessions() as s:
+        assert s.scalars(select(Position)).all() == []

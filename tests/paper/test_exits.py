@@ -17,8 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.backtest.engine import run_backtest
 from falcon.backtest.results import BacktestConfig
+from falcon.db.engine import transaction
 from falcon.db.models import Fill, Position
+from falcon.domain.market import Bar
 from falcon.execution.fills import CostModel
+from falcon.paper.persist import create_account
 from falcon.strategy import compile_signals
 from tests.paper.helpers import bar, days, make_account, slot, trader
 
@@ -45,11 +48,7 @@ def test_max_bars_exits_as_the_backtester_does(
     bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
     for b in bars:
         t.process([b])
-    frame = pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
-                          "open": [b.open for b in bars], "high": [b.high for b in bars],
-                          "low": [b.low for b in bars], "close": [b.close for b in bars],
-                          "volume": [b.volume for b in bars]})
-    result = run_backtest(compile_signals(sl.spec, frame), risk=sl.spec.risk,
+    result = run_backtest(compile_signals(sl.spec, _frame(bars)), risk=sl.spec.risk,
                           config=BacktestConfig(cash=10_000.0))
     expected: list[tuple[str, str, int, int]] = []
     index = {ts: i for i, ts in enumerate(stamps)}
@@ -60,6 +59,13 @@ def test_max_bars_exits_as_the_backtester_does(
         expected.append(("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]))
     assert len(expected) >= 6, "the path should make several trades"
     assert _fills(sessions) == expected
+
+
+def _frame(bars: list[Bar]) -> pl.DataFrame:
+    return pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
+                         "open": [b.open for b in bars], "high": [b.high for b in bars],
+                         "low": [b.low for b in bars], "close": [b.close for b in bars],
+                         "volume": [b.volume for b in bars]})
 
 
 def _utc(ts: datetime) -> datetime:
@@ -79,3 +85,37 @@ def test_a_position_is_exited_by_its_own_strategy_only(sessions: sessionmaker[Se
     assert [f[:3] for f in _fills(sessions)] == [("AAA", "buy", 1), ("AAA", "sell", 5)]
     with sessions() as s:
         assert s.scalars(select(Position)).all() == []
+
+
+def test_a_long_short_flip_trades_as_the_backtester_does(
+    sessions: sessionmaker[Session],
+) -> None:
+    with transaction(sessions) as s:
+        create_account(s, "t", 10_000.0, long_only=False)
+    # Long above the 3-bar average, short below it: every crossing exits one side and enters
+    # the other at the same open (the exit first, so the entry is sized on the freed cash).
+    sl = slot(entry="close > sma(close, 3)", exit_="close < sma(close, 3)",
+              short_entry="close < sma(close, 3)", short_exit="close > sma(close, 3)",
+              direction="long_short")
+    t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
+    stamps = days(START, 40)
+    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
+    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
+    for b in bars:
+        t.process([b])
+    result = run_backtest(compile_signals(sl.spec, _frame(bars)), risk=sl.spec.risk,
+                          config=BacktestConfig(cash=10_000.0))
+    index = {ts: i for i, ts in enumerate(stamps)}
+    expected: list[tuple[str, int, int]] = []
+    for row in result.trades.sort("entry_ts").iter_rows(named=True):
+        long = row["side"] == "long"
+        expected += [("buy" if long else "sell", index[_utc(row["entry_ts"])], row["qty"]),
+                     ("sell" if long else "buy", index[_utc(row["exit_ts"])], row["qty"])]
+    for row in result.open_trades.iter_rows(named=True):
+        long = row["side"] == "long"
+        expected.append(("buy" if long else "sell", index[_utc(row["entry_ts"])], row["qty"]))
+    shorts = result.trades.filter(pl.col("side") == "short").height
+    assert result.trades.height >= 4 and shorts >= 2, "the path should flip both ways"
+    got = [(side, i, q) for _, side, i, q in _fills(sessions)]
+    # Same fills in the same order; a flip's exit and entry share a bar (exit listed first).
+    assert sorted(got, key=lambda f: f[1]) == sorted(expected, key=lambda f: f[1])

@@ -12,8 +12,11 @@ text anyway. ``permanent`` failures (a 4xx other than 408/429, a 5xx SMTP reply)
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import logging
+import re
 import smtplib
 import ssl
 import threading
@@ -116,6 +119,60 @@ class ConnectError(OSError):
     """The webhook host could not be reached (httpx's name for it: the same ``last_error``)."""
 
 
+def environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy the environment names for ``scheme://host``, or None to connect directly.
+
+    The variables httpx reads, read the same way (urllib's ``getproxies``: ``http_proxy``
+    before ``HTTP_PROXY``, ``ALL_PROXY`` for any scheme without its own, ``NO_PROXY``), so that
+    a host sent through http.client is one httpx would not have proxied either. Read when
+    called, not at import: a worker started after the proxy was configured uses it.
+    """
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
+class _HideWebhookUrls(logging.Filter):
+    """Masks webhook URLs in the ``httpx`` logger's records.
+
+    httpx logs every request at INFO with its whole URL, and a webhook URL's path is its token:
+    ``falcon -v`` would print it to the journal for every proxied send. Only the URLs of
+    webhook channels are masked; other users of httpx in the process log as before.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def add(self, url: str) -> None:
+        # As given and as httpx prints it (it may normalise the URL, e.g. percent-encoding).
+        self.urls.add(url)
+        with contextlib.suppress(httpx.InvalidURL):  # then httpx sends nothing to log either
+            self.urls.add(str(httpx.URL(url)))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        urls: list[str | None] = list(self.urls)
+        if isinstance(record.msg, str):
+            record.msg = scrub(record.msg, urls)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._masked(arg, urls) for arg in record.args)
+        return True
+
+    @staticmethod
+    def _masked(arg: object, urls: list[str | None]) -> object:
+        if not isinstance(arg, str | httpx.URL):
+            return arg
+        text = str(arg)
+        masked = scrub(text, urls)
+        return arg if masked == text else masked
+
+
+_hide_webhook_urls = _HideWebhookUrls()
+_USERINFO = re.compile(r"//[^/@\s'\"]*@")
+
+
 class WebhookChannel:
     """An incoming webhook taking ``{"<key>": text}`` (Slack: ``text``, Discord: ``content``).
 
@@ -123,8 +180,13 @@ class WebhookChannel:
     concurrent send: a send costs about a quarter of the interpreter time it took through
     httpx, and the delivery worker's threads share the interpreter with the alert engine's
     ``on_bar`` (``falcon up``), whose latency every millisecond of theirs lengthens. When the
-    environment names a proxy for the webhook's host (``HTTPS_PROXY`` ...), httpx sends, as it
-    honours those variables.
+    environment names a proxy for the webhook's host (:func:`environment_proxy`: ``HTTPS_PROXY``,
+    ``ALL_PROXY`` ..., unless ``NO_PROXY`` names the host), httpx sends, as it speaks to
+    proxies (absolute-URI requests for http://, a CONNECT tunnel for https://); both are read
+    when the channel is built. A proxy httpx cannot use (``socks5://`` without the socks extra)
+    fails each send with the reason rather than the channel's construction, which would take
+    the worker's other channels down with it, and never falls back to a direct connection the
+    environment did not ask for.
     """
 
     def __init__(self, name: str, url: str | None, *, key: str, timeout_s: float,
@@ -141,10 +203,22 @@ class WebhookChannel:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        proxied = bool(url) and parts.scheme in urllib.request.getproxies() and not (
-            urllib.request.proxy_bypass(self._host))
-        if client is None and proxied:
-            self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self._proxy = environment_proxy(parts.scheme, self._host) if url else None
+        self._proxy_error: str | None = None
+        if client is None and self._proxy is not None:
+            try:
+                self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+            except (ImportError, ValueError) as exc:  # no socksio; a scheme httpx lacks
+                # httpx's text shows the proxy URL its own way ("u:[secure]@"): no userinfo.
+                reason = _USERINFO.sub("//", scrub(f"{type(exc).__name__}: {exc}",
+                                                   [url, self._proxy]))
+                self._proxy_error = (f"the proxy {mask_url(self._proxy)} named by the "
+                                     f"environment cannot be used: {reason}")
+        if url and self._client is not None:
+            # On every build, not at import: a logging.config call in between may have reset
+            # the logger's filters (addFilter adds one filter once).
+            logging.getLogger("httpx").addFilter(_hide_webhook_urls)
+            _hide_webhook_urls.add(url)
 
     def send(self, note: Notification) -> None:
         """POST the alert; DeliveryFailed on a network error or a non-2xx answer."""
@@ -152,6 +226,8 @@ class WebhookChannel:
             raise DeliveryFailed(f"{self.name}: webhook URL is not configured "
                                  f"(set FALCON_{self.name.upper()}_WEBHOOK_URL)")
         where = f"{self.name} {mask_url(self._url)}"
+        if self._proxy_error is not None:
+            raise DeliveryFailed(f"{where}: {self._proxy_error}")
         headers = {"Idempotency-Key": f"falcon-alert-{note.event_id}",
                    "X-Falcon-Event-Id": str(note.event_id)}
         body = json.dumps({self._key: note.text}).encode()
@@ -165,7 +241,8 @@ class WebhookChannel:
         except (httpx.TimeoutException, TimeoutError):
             raise DeliveryFailed(f"{where}: timed out after {self._timeout:g}s") from None
         except (httpx.HTTPError, OSError, http.client.HTTPException) as exc:
-            reason = scrub(str(exc) or type(exc).__name__, [self._url])
+            # The proxy's URL too: it may carry a user and password.
+            reason = scrub(str(exc) or type(exc).__name__, [self._url, self._proxy])
             raise DeliveryFailed(f"{where}: {type(exc).__name__}: {reason}") from None
         if 200 <= code < 300:
             return

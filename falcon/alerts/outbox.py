@@ -79,7 +79,9 @@ __all__ = [
 
 #: NOTIFY channel the delivery worker LISTENs on (PostgreSQL): a new alert wakes it at once.
 ALERTS_CHANNEL = "falcon_alerts"
-#: NOTIFY channel of the live dashboard pages (the same one the screener signals).
+#: NOTIFY channel of the live dashboard pages (the same one the screener signals). The outbox does
+#: not signal it itself: the ``events_notify`` trigger does, for the ``events`` row of each
+#: dashboard alert (payload ``alert``, the row's kind).
 EVENTS_CHANNEL = "falcon_events"
 
 
@@ -261,8 +263,12 @@ _SQLITE_LIVE = "INSERT INTO events (ts, kind, payload) VALUES (?, 'alert', ?)"
 # PostgreSQL: one statement, so one round trip (and, on the engine's autocommit connection, its
 # own transaction). The cooldown claim is an UPDATE ... RETURNING whose rows gate the alerts;
 # event ids are drawn in the alerts' order, so deliveries and live-page events join on the
-# alert's ordinal and the ids come back in order; a NOTIFY per channel for the whole batch
-# (transactional: heard once this commits).
+# alert's ordinal and the ids come back in order; one NOTIFY on ALERTS_CHANNEL for the whole
+# batch when it has remote deliveries (transactional: heard once this commits). The dashboard's
+# NOTIFY is not here: the events_notify trigger (migration 0002) sends pg_notify(EVENTS_CHANNEL,
+# kind) for every events row, alert rows included, and a second, identical one from this
+# statement was folded into it by PostgreSQL: work in the hot statement that no listener saw.
+# The final SELECT reads nt only so that it runs: a plain CTE nothing reads is never evaluated.
 _PG_CLAIMED = """claimed AS (
     UPDATE alert_rules AS r SET last_fired_at = k.stamp
     FROM unnest(%(k_id)s::bigint[], %(k_cutoff)s::timestamp[], %(k_stamp)s::timestamp[])
@@ -300,16 +306,12 @@ _PG_BODY = """a AS MATERIALIZED (
 ), nt AS (
     SELECT pg_notify('{alerts}', max(a.id)::text) FROM a JOIN ch ON ch.ord = a.ord
     WHERE ch.channel <> 'dashboard' HAVING count(*) > 0
-    UNION ALL
-    SELECT pg_notify('{events}', 'alert') FROM a JOIN ch ON ch.ord = a.ord
-    WHERE ch.channel = 'dashboard' HAVING count(*) > 0
 )
 SELECT a.ord, a.id, (SELECT count(*) FROM nt) FROM a ORDER BY a.ord"""
 # Composed of this module's constants only; every value is a bound parameter.
-_PG_QUEUE = "WITH " + _PG_BODY.format(where="", alerts=ALERTS_CHANNEL, events=EVENTS_CHANNEL)
+_PG_QUEUE = "WITH " + _PG_BODY.format(where="", alerts=ALERTS_CHANNEL)
 _PG_CLAIM_AND_QUEUE = "WITH " + _PG_CLAIMED + _PG_BODY.format(  # noqa: S608
-    where="WHERE u.rule_id IN (SELECT id FROM claimed)", alerts=ALERTS_CHANNEL,
-    events=EVENTS_CHANNEL)
+    where="WHERE u.rule_id IN (SELECT id FROM claimed)", alerts=ALERTS_CHANNEL)
 
 _statements_by_dialect: dict[str, _Statements] = {}
 

@@ -10,8 +10,9 @@ The same column defaults and type conversions as Core apply (Python-side ``defau
 missing columns, ``onupdate=`` on updates, every type's bind processor), so the rows stored are
 the rows Core would store; tests/db/test_bulk.py checks that, column by column.
 
-PostgreSQL gets the same rows by ``COPY ... FROM STDIN`` (:func:`insert_rows`); updates there
-go through Core, whose statement text is fixed.
+PostgreSQL gets the same rows by ``COPY ... FROM STDIN`` (:func:`insert_rows`), or, when the
+new ids are wanted, by one ``INSERT ... SELECT FROM unnest(arrays) RETURNING``
+(:func:`insert_returning`); updates there go through Core, whose statement text is fixed.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Table, update
+from sqlalchemy import Column, Table, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from falcon.db.types import UTCDateTime
 
-__all__ = ["insert_rows", "update_rows"]
+__all__ = ["insert_returning", "insert_rows", "update_rows"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -133,6 +134,51 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], 
         return
     plan = _insert_plan(dialect, table, tuple(rows[0]), raw)
     session.connection().exec_driver_sql(plan.sql, _tuples(plan, rows))
+
+
+def insert_returning(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                     key: str) -> dict[Any, int]:
+    """Insert ``rows`` as :func:`insert_rows` does; ``{row[key]: new id}`` (``key`` unique).
+
+    PostgreSQL: one ``INSERT ... SELECT * FROM unnest(one array per column) RETURNING``, whose
+    text depends only on the columns (prepared once by psycopg), and one round trip. Read back
+    by the key instead, the ids cost a second statement, planned on the table's statistics:
+    until autovacuum analyzed a table that grew fast (a replay), that was a scan of all of it.
+    SQLite: one ``executemany``, then the ids by the keys (its driver has no executemany with
+    ``RETURNING``).
+    """
+    if not rows:
+        return {}
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        insert_rows(session, table, rows)
+        column = table.c[key]
+        wanted = [row[key] for row in rows]
+        found = session.execute(select(column, table.c.id).where(column.in_(wanted)))
+        return dict(found.tuples().all())
+    plan = _insert_plan(dialect, table, tuple(rows[0]), ())
+    cache_key = (dialect.name, "returning", table.name, plan.keys, (key,))
+    sql = _RETURNING.get(cache_key)
+    if sql is None:
+        fmt = dialect.identifier_preparer.format_column
+        columns = [table.c[k] for k in plan.keys]
+        columns += [c for c in table.c if c.key not in plan.keys and not c.primary_key
+                    and _maker(c.default) is not None]
+        arrays = ", ".join(f"%s::{c.type.compile(dialect=dialect)}[]" for c in columns)
+        # Only our own tables' and columns' names are spliced in; every value is a parameter.
+        sql = _RETURNING[cache_key] = (
+            f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "  # noqa: S608
+            f"({', '.join(fmt(c) for c in columns)}) SELECT * FROM unnest({arrays}) "
+            f"RETURNING {fmt(table.c[key])}, {fmt(table.c.id)}")
+    params = _tuples(plan, rows)
+    arrays_ = [list(col) for col in zip(*params, strict=True)]
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql, arrays_)
+        return {k: int(i) for k, i in cursor.fetchall()}
+
+
+_RETURNING: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], str] = {}
 
 
 def _copy(session: Session, table: Table, rows: Sequence[dict[str, Any]],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, delete, select, text
+from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -134,11 +134,11 @@ def flush_batch(session: Session) -> None:
     if b is None:
         return
     if b.new_orders:
-        # One executemany (SQLite) or COPY (PostgreSQL), then the ids by the unique client ids:
-        # cheaper than Core's INSERT ... RETURNING batches on both.
+        # One statement and the new ids by the unique client ids (falcon.db.bulk): cheaper
+        # than Core's INSERT ... RETURNING batches on both databases.
         orders = cast(Table, Order.__table__)
-        bulk.insert_rows(session, orders, list(b.new_orders.values()))
-        found = _ids_by(session, orders.c.client_order_id, list(b.new_orders))
+        found = bulk.insert_returning(session, orders, list(b.new_orders.values()),
+                                      "client_order_id")
         ids = [found[cid] for cid in b.new_orders]
         state = _state(b)
         for cid, oid in zip(b.new_orders, ids, strict=True):
@@ -160,10 +160,8 @@ def flush_batch(session: Session) -> None:
         state = _state(b)
         rows = [{"order_id": state.order_ids[cid], **values} for cid, values, _ in b.fills]
         fills = cast(Table, Fill.__table__)
-        bulk.insert_rows(session, fills, rows)
-        fill_keys = [r["idempotency_key"] for r in rows]
-        found = _ids_by(session, fills.c.idempotency_key, fill_keys)
-        ids = [found[k] for k in fill_keys]
+        found = bulk.insert_returning(session, fills, rows, "idempotency_key")
+        ids = [found[r["idempotency_key"]] for r in rows]
         legs = [
             {"account_id": state.account_id, "txn_id": txn_id_for(values["idempotency_key"]),
              "book": book, "amount": amount, "order_id": row["order_id"], "fill_id": fill_id,
@@ -183,21 +181,6 @@ def flush_batch(session: Session) -> None:
     if b.audit:
         audit.append_rows(session, b.audit)
         b.audit.clear()
-
-
-def _ids_by(session: Session, column: Any, keys: list[str]) -> dict[str, int]:
-    """``{key: id}`` of the rows whose unique ``column`` is in ``keys`` (just inserted)."""
-    table = column.table
-    if session.get_bind().dialect.name == "postgresql":
-        # One array parameter, so the statement's text is the same whatever the number of keys;
-        # joined as a set (``= ANY(array)`` was planned as a scan of the whole table).
-        name = column.name
-        sql = (f"SELECT t.{name}, t.id FROM {table.name} AS t "  # noqa: S608 - our own names
-               f"JOIN unnest(CAST(:keys AS TEXT[])) AS k(key) ON t.{name} = k.key")
-        stmt = text(sql).bindparams(bindparam("keys", type_=ARRAY(String())))
-        return {k: int(i) for k, i in session.execute(stmt, {"keys": keys})}
-    where = column.in_(keys)
-    return dict(session.execute(select(column, table.c.id).where(where)).tuples().all())
 
 
 def _bulk_update(

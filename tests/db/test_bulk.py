@@ -108,3 +108,36 @@ def test_awkward_text_survives_both_paths(sessions: sessionmaker[Session]) -> No
         assert s.scalars(select(Event)).one().payload == {"note": awkward, "none": None}
         position = s.scalars(select(Position)).one()
         assert (position.ticker, position.strategy) == ("T\\N", awkward)
+
+
+def test_insert_returning_gives_each_rows_id_and_stores_cores_rows(
+    sessions: sessionmaker[Session],
+) -> None:
+    account, _ = _accounts(sessions)
+    table = cast(Table, Order.__table__)
+    base = {"account_id": account, "ticker": "AAPL", "side": "buy", "type": "market", "qty": 3,
+            "limit_price": None, "stop_price": None, "trail_pct": None,
+            "time_in_force": "day", "status": "pending", "parent_id": None, "oco_group": None,
+            "strategy": None, "reason": 'tab\there, "quotes", back\\slash, new\nline',
+            "reject_reason": None, "filled_qty": 0, "avg_fill_price": None}
+    rows = [{**base, "client_order_id": f"r{i}", "qty": i + 1,
+             "limit_price": None if i % 2 else 10.5 + i} for i in range(5)]
+    with transaction(sessions) as s:
+        s.execute(insert(table), [{**base, "client_order_id": "core"}])
+        ids = bulk.insert_returning(s, table, rows, "client_order_id")
+        # Again with other rows: the statement is reused with other values.
+        more = bulk.insert_returning(s, table, [{**base, "client_order_id": "again"}],
+                                     "client_order_id")
+    assert sorted(ids) == [f"r{i}" for i in range(5)] and list(more) == ["again"]
+    with sessions() as s:
+        stored = {o.client_order_id: o for o in s.scalars(select(Order))}
+        for cid, oid in {**ids, **more}.items():
+            assert stored[cid].id == oid
+        for i in range(5):
+            assert stored[f"r{i}"].qty == i + 1
+            assert stored[f"r{i}"].limit_price == (None if i % 2 else 10.5 + i)
+        skip = {"id", "client_order_id", "created_at", "updated_at"}
+        assert _columns(stored["core"], skip) == _columns(stored["again"], skip)
+        assert stored["again"].created_at.tzinfo is not None
+    with transaction(sessions) as s:
+        assert bulk.insert_returning(s, table, [], "client_order_id") == {}

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon import calendar
-from falcon.db.engine import transaction
+from falcon.db.engine import make_engine, transaction
+from falcon.db.migrate import upgrade
 from falcon.db.models import Fill, LedgerEntry, PaperAccount, Position
 from falcon.domain.market import Bar
 from falcon.paper.decisions import DecisionLog
@@ -20,6 +23,8 @@ from falcon.paper.persist import create_account
 from falcon.paper.signals import StrategySlot
 from falcon.paper.trader import Trader
 from falcon.strategy import load_spec
+
+from ..conftest import new_pg_database
 
 LOOSE = RiskLimits(max_open_positions=50, max_position_pct=1.0, max_sector_pct=1.0,
                    max_strategy_pct=1.0, daily_loss_pct=1.0, max_drawdown_pct=1.0)
@@ -113,3 +118,15 @@ def book_sum(session: Session, account_id: int, book: str) -> Decimal:
             LedgerEntry.account_id == account_id, LedgerEntry.book == book)
     )
     return Decimal(value or 0)
+
+
+def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    """A new migrated database of ``kind`` ("sqlite" or "postgres") for a test that needs more
+    than one (e.g. a reference run and a crashed run)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / f'{name}.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+    return new_pg_database(request.getfixturevalue("pg_server"))

@@ -25,11 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.db.engine import make_engine, session_factory
-from falcon.db.migrate import upgrade
 from falcon.db.models import AuditEntry, Order, PaperAccount
 
-from ..conftest import new_pg_database
-from .helpers import days, snapshot
+from .helpers import database_url, days, snapshot
 
 START, END = date(2019, 1, 2), date(2019, 12, 31)
 ARGS = [
@@ -90,24 +88,14 @@ def _run(home: Path, url: str, *, kill_at: Any = None, sessions: Any = None,
     return proc.returncode
 
 
-def _database(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / f'{name}.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        return url
-    return new_pg_database(request.getfixturevalue("pg_server"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     kind: str, sample_home: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     rng = random.Random(20240304 + (kind == "postgres"))
-    reference_url = _database(kind, tmp_path, request, "reference")
-    crashed_url = _database(kind, tmp_path, request, "crashed")
+    reference_url = database_url(kind, tmp_path, request, "reference")
+    crashed_url = database_url(kind, tmp_path, request, "crashed")
     _run(sample_home, reference_url)
 
     engine = make_engine(crashed_url)

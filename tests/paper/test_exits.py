@@ -16,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from falcon.backtest.engine import run_backtest
-from falcon.backtest.results import BacktestConfig
+from falcon.backtest.results import BacktestConfig, BacktestResult
 from falcon.db.engine import transaction
 from falcon.db.models import Fill, Position
-from falcon.domain.market import Bar
 from falcon.execution.fills import CostModel
 from falcon.paper.persist import create_account
+from falcon.paper.signals import StrategySlot
 from falcon.strategy import compile_signals
 from tests.paper.helpers import bar, days, make_account, slot, trader
 
@@ -42,16 +42,8 @@ def test_max_bars_exits_as_the_backtester_does(
     make_account(sessions)
     # Enters when the close rises, never an exit signal: only max_bars closes the position.
     sl = slot(entry="close > sma(close, 2)", exit_="close < 0", max_bars=max_bars)
-    t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
-    stamps = days(START, 40)
-    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
-    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
-    for b in bars:
-        t.process([b])
-    result = run_backtest(compile_signals(sl.spec, _frame(bars)), risk=sl.spec.risk,
-                          config=BacktestConfig(cash=10_000.0))
+    result, index = _replay_and_backtest(sessions, sl)
     expected: list[tuple[str, str, int, int]] = []
-    index = {ts: i for i, ts in enumerate(stamps)}
     for row in result.trades.sort("entry_ts").iter_rows(named=True):
         expected += [("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]),
                      ("AAA", "sell", index[_utc(row["exit_ts"])], row["qty"])]
@@ -61,11 +53,24 @@ def test_max_bars_exits_as_the_backtester_does(
     assert _fills(sessions) == expected
 
 
-def _frame(bars: list[Bar]) -> pl.DataFrame:
-    return pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
+def _replay_and_backtest(
+    sessions: sessionmaker[Session], sl: StrategySlot,
+) -> tuple[BacktestResult, dict[datetime, int]]:
+    """Day bars of AAA along a sine wave through a trader with ``sl`` (no costs), and the
+    backtester's result over the same bars; with each bar time's index."""
+    t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
+    stamps = days(START, 40)
+    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
+    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
+    for b in bars:
+        t.process([b])
+    frame = pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
                          "open": [b.open for b in bars], "high": [b.high for b in bars],
                          "low": [b.low for b in bars], "close": [b.close for b in bars],
                          "volume": [b.volume for b in bars]})
+    result = run_backtest(compile_signals(sl.spec, frame), risk=sl.spec.risk,
+                          config=BacktestConfig(cash=10_000.0))
+    return result, {ts: i for i, ts in enumerate(stamps)}
 
 
 def _utc(ts: datetime) -> datetime:
@@ -97,15 +102,7 @@ def test_a_long_short_flip_trades_as_the_backtester_does(
     sl = slot(entry="close > sma(close, 3)", exit_="close < sma(close, 3)",
               short_entry="close < sma(close, 3)", short_exit="close > sma(close, 3)",
               direction="long_short")
-    t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
-    stamps = days(START, 40)
-    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
-    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
-    for b in bars:
-        t.process([b])
-    result = run_backtest(compile_signals(sl.spec, _frame(bars)), risk=sl.spec.risk,
-                          config=BacktestConfig(cash=10_000.0))
-    index = {ts: i for i, ts in enumerate(stamps)}
+    result, index = _replay_and_backtest(sessions, sl)
     expected: list[tuple[str, int, int]] = []
     for row in result.trades.sort("entry_ts").iter_rows(named=True):
         long = row["side"] == "long"

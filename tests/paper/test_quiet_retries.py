@@ -28,8 +28,7 @@ from falcon.paper.admin import halt_account, resume_account
 from falcon.paper.decisions import DecisionLog, client_order_id
 from falcon.paper.trader import Trader
 
-from ..conftest import new_pg_database
-from .helpers import LOOSE, bar, days, make_account, slot, snapshot
+from .helpers import LOOSE, bar, database_url, days, make_account, slot, snapshot
 
 D = days(date(2024, 1, 2), 14)
 
@@ -208,16 +207,6 @@ def test_another_cause_is_recorded_and_starts_a_new_streak(
 # --- restarts ------------------------------------------------------------------------------------
 
 
-def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / f'{name}.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        return url
-    return new_pg_database(request.getfixturevalue("pg_server"))
-
-
 class _Crash(Exception):
     pass
 
@@ -255,7 +244,7 @@ def test_kills_mid_streak_lose_and_duplicate_nothing(
                for i, a in enumerate([100.0] * 5 + [80.0] * 7)]
     runs = {}
     for name in ("straight", "killed"):
-        engine = make_engine(_url(kind, tmp_path, request, name))
+        engine = make_engine(database_url(kind, tmp_path, request, name))
         sessions = session_factory(engine)
         make_account(sessions, "acct")
         t = _trader(sessions, "acct", hog_exit="close < 90")

@@ -115,9 +115,10 @@ class Entries:
     def __init__(self, trader: Trader) -> None:
         self.t = trader
         self._worked: set[str] = set()
-        self._opened: dict[str, int] = {}
+        self._opened: dict[str, int] = {}  # entries of this batch still resting, by strategy
         self._exposure: Exposure | None = None
-        self._owners: tuple[object, dict[str | None, int]] | None = None  # see _owned
+        # (fills counted, the owners' dict, positions per owner): see _owned
+        self._owners: tuple[int, object, dict[str | None, int]] | None = None
         self._released: set[Key] = set()  # streak keys with an entry released in this batch
 
     def worked(self, ticker: str) -> bool:
@@ -327,10 +328,12 @@ class Entries:
                 qty = check.qty
         entry = persist.domain_from_row(row, meta, qty=qty)
         orders = (entry,) if manual else _legs(entry, price, long, plan)
-        if slot is not None:
-            self._opened[slot.name] = self._opened.get(slot.name, 0) + 1
         self._resolve(s, key, cid, bar.ts)
         self._submit(s, orders, bar, result)
+        if slot is not None and any(o.id == entry.id for o in state.book.orders_for(ticker)):
+            # Still resting (not filled at this open): a position to come, which _owned does
+            # not count yet. A filled entry is in _owned already and must not count twice.
+            self._opened[slot.name] = self._opened.get(slot.name, 0) + 1
 
     # --- quiet retries (falcon.paper.streaks) -------------------------------------------------
 
@@ -377,15 +380,17 @@ class Entries:
                             **{k: v for k, v in detail.items() if k != "account"})
 
     def _owned(self, strategy: str | None) -> int:
-        """Positions opened by ``strategy``: counted once per positions snapshot (a fill makes
-        a new one), not once per entry (most entries of a busy batch are refused)."""
-        snapshot = self.t.positions()
-        if self._owners is None or self._owners[0] is not snapshot:
+        """Positions opened by ``strategy``: counted again only after a fill (the only thing
+        that changes the owners), not once per entry (most entries of a busy batch are
+        refused); nor is a snapshot of every position built for it."""
+        owners = self.t.state.strategy_of
+        seen = self._owners
+        if seen is None or seen[0] != self.t.fills or seen[1] is not owners:
             counts: dict[str | None, int] = {}
-            for owner in self.t.state.strategy_of.values():
+            for owner in owners.values():
                 counts[owner] = counts.get(owner, 0) + 1
-            self._owners = (snapshot, counts)
-        return self._owners[1].get(strategy, 0)
+            seen = self._owners = (self.t.fills, owners, counts)
+        return seen[2].get(strategy, 0)
 
     def _strategy_plan(
         self, slot: StrategySlot, price: float, long: bool, meta: dict[str, Any]

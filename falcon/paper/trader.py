@@ -131,6 +131,8 @@ class Trader:
         self.windows = Windows(max((sl.length for sl in self.slots), default=3))
         self.streams = [SlotStream(sl) for sl in self.slots]
         self._positions: Mapping[str, Position] | None = None  # see positions()
+        self.fills = 0  # batches of fills recorded (a change token for what fills change)
+        self._now: datetime | None = None  # the bar time of the batch being traded
         # equity_at(): positions valued at one marks dict, until the next fill or other marks.
         self._valued: tuple[dict[str, float], float] | None = None
         self._waiting: set[str] | None = None  # tickers with a pending entry, see _busy()
@@ -246,6 +248,7 @@ class Trader:
             return
         if any(isinstance(e, OrderFilled) for e in events):
             self._positions = self._valued = None  # every fill of the trader passes here
+            self.fills += 1
         persist.record_events(s, self.state, events)
         result.events += events
         for e in events:
@@ -253,7 +256,7 @@ class Trader:
 
     def _trade(self, s: Session, bars: list[Bar], result: BatchResult) -> None:
         state, book = self.state, self.state.book
-        ts = bars[0].ts
+        ts = self._now = bars[0].ts
         today = calendar.session_date(ts)
         if self.kind == "minute" and self._last_session not in (None, today):
             # A new session: day orders of the last one have expired.
@@ -319,13 +322,23 @@ class Trader:
                             {"equity": round(equity, 6)})
 
     def equity_at(self, marks: dict[str, float]) -> float:
-        """Cash plus positions marked at ``marks`` (the ledger's mark where ``marks`` has none)."""
+        """Cash plus positions marked at ``marks`` (the ledger's mark where ``marks`` has none);
+        a position entered at this batch's open at its fill price, as the backtester marks it
+        (it was never held at the previous close)."""
         ledger = self.state.ledger
         valued = self._valued
         if valued is None or valued[0] is not marks:
             # Every entry of a batch sizes on the same marks: the positions are valued once per
             # fill, not once per entry (hundreds of entries a batch, hundreds of positions).
-            valued = self._valued = (marks, ledger.value_at(marks))
+            value = ledger.value_at(marks)
+            own = ledger.marks
+            for ticker, since in self.state.entry_ts.items():
+                if since == self._now:
+                    pos = ledger.position(ticker)
+                    if pos is not None:
+                        value += pos.qty * (pos.avg_cost
+                                            - marks.get(ticker, own.get(ticker, pos.avg_cost)))
+            valued = self._valued = (marks, value)
         return ledger.cash + valued[1]
 
     def _judge_equity(self, s: Session, ts: datetime) -> None:

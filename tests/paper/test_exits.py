@@ -43,34 +43,60 @@ def test_max_bars_exits_as_the_backtester_does(
     # Enters when the close rises, never an exit signal: only max_bars closes the position.
     sl = slot(entry="close > sma(close, 2)", exit_="close < 0", max_bars=max_bars)
     result, index = _replay_and_backtest(sessions, sl)
-    expected: list[tuple[str, str, int, int]] = []
-    for row in result.trades.sort("entry_ts").iter_rows(named=True):
-        expected += [("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]),
-                     ("AAA", "sell", index[_utc(row["exit_ts"])], row["qty"])]
-    for row in result.open_trades.iter_rows(named=True):
-        expected.append(("AAA", "buy", index[_utc(row["entry_ts"])], row["qty"]))
+    expected = _expected(result, index)
     assert len(expected) >= 6, "the path should make several trades"
-    assert _fills(sessions) == expected
+    assert sorted(_fills(sessions), key=lambda f: (f[2], f[0])) == expected
 
 
 def _replay_and_backtest(
-    sessions: sessionmaker[Session], sl: StrategySlot,
+    sessions: sessionmaker[Session], sl: StrategySlot, tickers: tuple[str, ...] = ("AAA",),
 ) -> tuple[BacktestResult, dict[datetime, int]]:
-    """Day bars of AAA along a sine wave through a trader with ``sl`` (no costs), and the
-    backtester's result over the same bars; with each bar time's index."""
+    """Day bars along sine waves (one phase per ticker) through a trader with ``sl`` (no
+    costs), and the backtester's result over the same bars; with each bar time's index."""
     t = trader(sessions, [sl], costs=CostModel(commission=0.0, slippage_bps=0.0))
     stamps = days(START, 40)
-    closes = [10 + 3 * math.sin(i / 2.5) for i in range(len(stamps))]
-    bars = [bar("AAA", ts, c) for ts, c in zip(stamps, closes, strict=True)]
-    for b in bars:
-        t.process([b])
-    frame = pl.DataFrame({"ticker": [b.ticker for b in bars], "ts": [b.ts for b in bars],
-                         "open": [b.open for b in bars], "high": [b.high for b in bars],
-                         "low": [b.low for b in bars], "close": [b.close for b in bars],
-                         "volume": [b.volume for b in bars]})
+    batches = [[bar(tk, ts, 10 + 3 * math.sin(i / 2.5 + k)) for k, tk in enumerate(tickers)]
+               for i, ts in enumerate(stamps)]
+    for batch in batches:
+        t.process(batch)
+    flat = [b for batch in batches for b in batch]
+    frame = pl.DataFrame({"ticker": [b.ticker for b in flat], "ts": [b.ts for b in flat],
+                          "open": [b.open for b in flat], "high": [b.high for b in flat],
+                          "low": [b.low for b in flat], "close": [b.close for b in flat],
+                          "volume": [b.volume for b in flat]}).sort("ticker", "ts")
     result = run_backtest(compile_signals(sl.spec, frame), risk=sl.spec.risk,
                           config=BacktestConfig(cash=10_000.0))
     return result, {ts: i for i, ts in enumerate(stamps)}
+
+
+def _expected(result: BacktestResult, index: dict[datetime, int]
+              ) -> list[tuple[str, str, int, int]]:
+    """The backtest's trades as the paper account's fills: (ticker, side, bar, qty)."""
+    out: list[tuple[str, str, int, int]] = []
+    for row in result.trades.iter_rows(named=True):
+        long = row["side"] == "long"
+        out += [(row["ticker"], "buy" if long else "sell", index[_utc(row["entry_ts"])],
+                 row["qty"]),
+                (row["ticker"], "sell" if long else "buy", index[_utc(row["exit_ts"])],
+                 row["qty"])]
+    for row in result.open_trades.iter_rows(named=True):
+        out.append((row["ticker"], "buy" if row["side"] == "long" else "sell",
+                    index[_utc(row["entry_ts"])], row["qty"]))
+    return sorted(out, key=lambda f: (f[2], f[0]))
+
+
+def test_strategy_max_positions_as_the_backtester_counts_them(
+    sessions: sessionmaker[Session],
+) -> None:
+    make_account(sessions)
+    # Six tickers whose entries come together, at most three held: which entries are refused,
+    # and when a freed place is taken again, as in the backtest (an entry filled at this open
+    # counts once, as the position it is).
+    sl = slot(entry="close > sma(close, 2)", exit_="close < sma(close, 2)", max_positions=3,
+              sizing={"kind": "fraction", "value": 0.1})
+    result, index = _replay_and_backtest(sessions, sl, ("A", "B", "C", "D", "E", "F"))
+    assert result.rejections.filter(pl.col("reason") == "risk_limit").height >= 3
+    assert sorted(_fills(sessions), key=lambda f: (f[2], f[0])) == _expected(result, index)
 
 
 def _utc(ts: datetime) -> datetime:
@@ -103,16 +129,7 @@ def test_a_long_short_flip_trades_as_the_backtester_does(
               short_entry="close < sma(close, 3)", short_exit="close > sma(close, 3)",
               direction="long_short")
     result, index = _replay_and_backtest(sessions, sl)
-    expected: list[tuple[str, int, int]] = []
-    for row in result.trades.sort("entry_ts").iter_rows(named=True):
-        long = row["side"] == "long"
-        expected += [("buy" if long else "sell", index[_utc(row["entry_ts"])], row["qty"]),
-                     ("sell" if long else "buy", index[_utc(row["exit_ts"])], row["qty"])]
-    for row in result.open_trades.iter_rows(named=True):
-        long = row["side"] == "long"
-        expected.append(("buy" if long else "sell", index[_utc(row["entry_ts"])], row["qty"]))
     shorts = result.trades.filter(pl.col("side") == "short").height
     assert result.trades.height >= 4 and shorts >= 2, "the path should flip both ways"
-    got = [(side, i, q) for _, side, i, q in _fills(sessions)]
-    # Same fills in the same order; a flip's exit and entry share a bar (exit listed first).
-    assert sorted(got, key=lambda f: f[1]) == sorted(expected, key=lambda f: f[1])
+    # A flip's exit and entry share a bar: both sorted by bar and ticker, stably.
+    assert sorted(_fills(sessions), key=lambda f: (f[2], f[0])) == _expected(result, index)

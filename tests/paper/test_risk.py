@@ -48,6 +48,27 @@ def test_max_open_positions(sessions: sessionmaker[Session], limit: int | None) 
         assert sorted(_held(sessions)) == ["A", "B", "C"]
 
 
+@pytest.mark.parametrize("limit", [2, None])
+def test_strategy_max_positions(sessions: sessionmaker[Session], limit: int | None) -> None:
+    make_account(sessions)
+    # Each strategy counts only its own positions: "other" holds D, which does not use up
+    # "capped"'s allowance.
+    capped = slot("capped", tickers=["A", "B", "C"], sizing={"kind": "fraction", "value": 0.1},
+                  max_positions=limit or 10)
+    other = slot("other", tickers=["D"], sizing={"kind": "fraction", "value": 0.1})
+    t = trader(sessions, [capped, other])
+    _two_days(t, ["A", "B", "C", "D"])
+    if limit:
+        assert sorted(_held(sessions)) == ["A", "B", "D"]
+        assert _rejected(sessions) == [("C", "risk_limit")]
+        with sessions() as s:
+            why = s.scalars(select(Order.reason).where(Order.status == "rejected")).one()
+        assert "strategy max_positions 2" in why
+    else:
+        assert sorted(_held(sessions)) == ["A", "B", "C", "D"]
+        assert _rejected(sessions) == []
+
+
 @pytest.mark.parametrize("limit", [0.1, None])
 def test_max_position_pct(sessions: sessionmaker[Session], limit: float | None) -> None:
     make_account(sessions)

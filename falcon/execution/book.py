@@ -95,7 +95,12 @@ class OrderBook:
         self._by_ticker: dict[str, dict[str, Order]] = {}
         self._by_oco: dict[str, dict[str, Order]] = {}
         self._waiting: dict[str, Order] = {}  # exit legs whose entry has not filled yet
-        self._next_bar: set[str] = set()  # legs of an entry filled inside the current bar
+        # Orders done with in the current bar: those worked, and the legs of an entry filled
+        # inside it (they start with the next bar; _later holds these alone).
+        self._next_bar: set[str] = set()
+        self._later: set[str] = set()
+        # ticker -> (bar time, _later) left by on_open for the on_bar of the same bar
+        self._opened_at: dict[str, tuple[datetime, set[str]]] = {}
 
     @property
     def open_orders(self) -> tuple[Order, ...]:
@@ -165,34 +170,49 @@ class OrderBook:
         return events
 
     def on_open(self, bar: Bar) -> list[OrderEvent]:
-        """Fill the market orders of ``bar.ticker`` at ``bar``'s open, and nothing else.
+        """Work the live orders of ``bar.ticker`` through ``bar``'s open alone: what fills at
+        the open (market orders; stops, targets and limits the open gapped through).
 
-        For a ticker whose position is exited at this open and entered again at the same open
-        (exits at the open come before entries, DESIGN.md "Conventions"): the entry is sized
-        after the exit, on the cash it freed. The rest of the bar is :meth:`on_bar`'s.
+        For a ticker whose position may be exited at this open and entered again at the same
+        open (exits at the open come before entries, DESIGN.md "Conventions"): the entry is
+        decided after the exit, on the cash it freed. :meth:`on_bar` works the whole bar after.
         """
-        events: list[OrderEvent] = []
         if bar.ticker not in self._by_ticker:
-            return events
-        self.ledger.mark(bar.ticker, bar.open)
-        self._next_bar = set()
-        for order in [o for o in self.orders_for(bar.ticker) if o.type is OrderType.MARKET]:
-            if order.id in self._live:  # an earlier fill may have canceled it
-                price = fill_price(order, bar, self.costs)
-                if price is not None:
-                    events += self._fill(order, price, bar)
+            return []
+        o = bar.open
+        events = self.on_bar(Bar(ticker=bar.ticker, ts=bar.ts, open=o, high=o, low=o, close=o,
+                                 volume=bar.volume), settle=False)
+        # Legs of an entry filled inside this bar start with the next bar, not in the rest of
+        # this one that on_bar works next.
+        carried = self._opened_at.get(bar.ticker)
+        legs = set(self._later)
+        if carried is not None and carried[0] == bar.ts:
+            legs |= carried[1]  # a second look at the same open (an entry submitted since)
+        self._opened_at[bar.ticker] = (bar.ts, legs)
         return events
 
-    def on_bar(self, bar: Bar) -> list[OrderEvent]:
-        """Work the live orders of ``bar.ticker`` through ``bar``; returns what happened."""
+    def on_bar(self, bar: Bar, *, settle: bool = True) -> list[OrderEvent]:
+        """Work the live orders of ``bar.ticker`` through ``bar``; returns what happened.
+
+        ``settle=False`` (:meth:`on_open`): the orders left are not moved on by the bar
+        (trailing stops, triggered stop-limits) and the ticker stays marked at the open: the
+        rest of the bar comes later.
+        """
         if bar.ticker not in self._by_ticker:
             # Nothing to work (most tickers, most bars): the open's mark would be overwritten.
             self._next_bar = set()
+            if settle and self._opened_at:
+                self._opened_at.pop(bar.ticker, None)
             self.ledger.mark(bar.ticker, bar.close)
             return []
         events: list[OrderEvent] = []
         self.ledger.mark(bar.ticker, bar.open)
-        done = self._next_bar = set()
+        carried = self._opened_at.get(bar.ticker)
+        if settle:
+            self._opened_at.pop(bar.ticker, None)
+        done = self._next_bar = (
+            set(carried[1]) if carried is not None and carried[0] == bar.ts else set())
+        self._later = set()
         while True:
             mine = sorted(
                 (o for o in self.orders_for(bar.ticker) if o.id not in done),
@@ -217,9 +237,10 @@ class OrderBook:
             price = fill_price(order, bar, self.costs)
             if price is not None:
                 events += self._fill(order, price, bar)
-        for order in self.orders_for(bar.ticker):
-            self._put(after_bar(order, bar))
-        self.ledger.mark(bar.ticker, bar.close)
+        if settle:
+            for order in self.orders_for(bar.ticker):
+                self._put(after_bar(order, bar))
+            self.ledger.mark(bar.ticker, bar.close)
         return events
 
     def _oco_sibling(self, order: Order) -> Order | None:
@@ -276,11 +297,15 @@ class OrderBook:
                 # The entry filled somewhere inside this bar: what came before it is unknown,
                 # so its legs start with the next bar.
                 self._next_bar.add(leg.id)
+                self._later.add(leg.id)
         return events
 
 
 def _with_watermark(order: Order, price: float) -> Order:
-    level = trail_level(
-        price, buy=order.side is Side.BUY, percent=order.trail_percent, amount=order.trail_amount
-    )
+    buy = order.side is Side.BUY
+    level = trail_level(price, buy=buy, percent=order.trail_percent, amount=order.trail_amount)
+    if order.stop_price is not None:
+        # A stop loss given with the trailing stop: the tighter of the two holds (as after_bar
+        # keeps it on every later bar), not the trail alone.
+        level = min(level, order.stop_price) if buy else max(level, order.stop_price)
     return replace(order, watermark=price, stop_price=level)

@@ -114,16 +114,11 @@ class Entries:
 
     def __init__(self, trader: Trader) -> None:
         self.t = trader
-        self._worked: set[str] = set()
         self._opened: dict[str, int] = {}  # entries of this batch still resting, by strategy
         self._exposure: Exposure | None = None
         # (fills counted, the owners' dict, positions per owner): see _owned
         self._owners: tuple[int, object, dict[str | None, int]] | None = None
         self._released: set[Key] = set()  # streak keys with an entry released in this batch
-
-    def worked(self, ticker: str) -> bool:
-        """True when this batch's bar of ``ticker`` already went through the book."""
-        return ticker in self._worked
 
     # --- decisions after a bar ----------------------------------------------------------------
 
@@ -151,6 +146,21 @@ class Entries:
         if self.t._waiting is not None:
             self.t._waiting.add(ticker)
         result.decisions += 1
+
+    def if_flat(
+        self, s: Session, slot: StrategySlot, ticker: str, side: Side, sig: Signal, ts: datetime,
+    ) -> None:
+        """Hold an entry decided while ``slot``'s own position in ``ticker`` is open: taken at
+        the next open only if that open closes the position (see :mod:`falcon.paper.streaks`).
+        Nothing is written unless it is taken."""
+        state = self.t.state
+        purpose = "entry" if side is Side.BUY else "short"
+        cid = client_order_id(state.name, slot.name, ticker, ts, purpose)
+        if persist.known(state, s, cid) or cid in state.pending:
+            return
+        meta = {"strategy": slot.name, "purpose": "entry", "atr": sig.atr, "if_flat": True}
+        persist.hold_pending(state, cid, ticker=ticker, side=side, meta=meta)
+        state.streaks.hold_if_flat(cid, ticker, side.value, meta)
 
     def exit(
         self, s: Session, strategy: str, ticker: str, held: int, ts: datetime, why: str,
@@ -199,7 +209,6 @@ class Entries:
     ) -> None:
         """Size, check and submit the pending orders whose ticker has a bar in this batch."""
         state = self.t.state
-        self._worked = set()
         self._opened = {}
         self._exposure = None  # built by the batch's first risk check
         due = sorted(
@@ -224,8 +233,8 @@ class Entries:
     def _submit(self, s: Session, orders: tuple[Order, ...], bar: Bar, result: BatchResult) -> None:
         book = self.t.state.book
         self.t._record(s, book.submit(orders, bar.ts), result)
-        self.t._record(s, book.on_bar(bar), result)
-        self._worked.add(bar.ticker)
+        # Filled at the open; the rest of the bar (its stop, its target) after every entry.
+        self.t._record(s, book.on_open(bar), result)
         if self._exposure is not None:
             self._exposure.refresh(bar.ticker)
 
@@ -253,6 +262,13 @@ class Entries:
         long = side is Side.BUY
         ticker = bar.ticker
         manual = meta.get("source") == "manual"
+        if meta.get("if_flat"):
+            state.streaks.drop_if_flat(cid)
+            if state.ledger.qty(ticker) != 0:
+                # The position was not closed at this open: the entry was only for that case.
+                state.pending.pop(cid, None)
+                state.meta.pop(cid, None)
+                return
         stub = persist.domain_from_row(row, meta, qty=max(int(row.qty), 1))
         key = streak_key(meta, ticker, row.side)
         if key is not None:
@@ -451,8 +467,8 @@ class Exposure:
     Kept per ticker, so that the entries of a batch (each one fills at the open and changes
     one position) update one ticker's part instead of walking every position again: with
     hundreds of positions and dozens of entries a batch, the walk was most of an entry's cost.
-    A position is valued at ``marks`` (the previous closes), else the ledger's mark, else its
-    average cost; open entry orders count as positions.
+    A position is valued as :meth:`~falcon.paper.trader.Trader.mark_of` says (the previous
+    close; its fill price when entered at this open); open entry orders count as positions.
     """
 
     def __init__(self, trader: Trader, marks: dict[str, float]) -> None:
@@ -479,8 +495,7 @@ class Exposure:
         pos = state.ledger.position(ticker)
         if pos is None:
             return
-        own = state.ledger.marks
-        value = abs(pos.qty) * self.marks.get(ticker, own.get(ticker, pos.avg_cost))
+        value = abs(pos.qty) * self.t.mark_of(ticker, self.marks)
         sector = self.t.sectors.get(ticker) or "unknown"
         owner = state.strategy_of.get(ticker)
         self._parts[ticker] = (sector, owner, value)

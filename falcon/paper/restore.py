@@ -122,6 +122,9 @@ def load_state(
         if quiet is not None and quiet not in state.order_ids:
             hold_pending(state, quiet, ticker=streak.key[1], side=Side(streak.key[2]),
                          meta=streak.quiet_meta or {})
+    for cid, (ticker, side, meta) in state.streaks.if_flat.items():
+        if cid not in state.order_ids:
+            hold_pending(state, cid, ticker=ticker, side=Side(side), meta=meta)
     for ticker, price in _last_prices(session, account_id).items():
         ledger.mark(ticker, price)
         shadow.mark(ticker, price)

@@ -18,6 +18,13 @@ or after a batch in which the ticker had a bar but no entry of the key was relea
 went away). The trader writes one ``order.refused_repeatedly`` audit entry for an ended streak
 that had repeats (:meth:`Streak.detail`).
 
+The same store keeps *entries if flat*: a strategy's entry signal on a bar where its own
+position is still held (and no exit signal). The backtester enters at the next open when the
+position is exited at that very open (a stop or target the open gaps through, ``max_bars``):
+exits at the open come before entries. The trader cannot know on the signal bar whether that
+will happen, so it holds such an entry in memory; at the next open, after what fills at the
+open, it is dropped without a trace if the position is still there, or judged as any entry.
+
 :class:`Streaks` is pure state: the trader writes what it returns. Its state (open streaks with
 their quiet entry) is stored with each batch in ``paper_accounts.quiet_state``
 (:meth:`Streaks.dump` / :meth:`Streaks.load`), so that a restarted trader holds the same quiet
@@ -91,6 +98,8 @@ class Streaks:
         # (stored by a trader that had them on) are written when they resolve.
         self.enabled = enabled
         self.open: dict[Key, Streak] = {}
+        # entries if flat: client order id -> (ticker, side, orders.reason document)
+        self.if_flat: dict[str, tuple[str, str, dict[str, Any]]] = {}
         self.dirty = False  # changed since loaded or last stored: store with the batch
 
     def __len__(self) -> int:
@@ -105,6 +114,17 @@ class Streaks:
         streak = self.open[key]
         streak.quiet_id, streak.quiet_meta = client_id, meta
         self.dirty = True
+
+    def hold_if_flat(self, client_id: str, ticker: str, side: str, meta: dict[str, Any]
+                     ) -> None:
+        """Remember the entry ``client_id``, for the next open if the position is gone then."""
+        self.if_flat[client_id] = (ticker, side, meta)
+        self.dirty = True
+
+    def drop_if_flat(self, client_id: str) -> None:
+        """The entry ``client_id`` was judged at its open (dropped or taken as an entry)."""
+        if self.if_flat.pop(client_id, None) is not None:
+            self.dirty = True
 
     def held(self) -> list[Streak]:
         """The streaks holding a quiet entry (to put back into the pending entries on load)."""
@@ -156,9 +176,12 @@ class Streaks:
 
     def dump(self) -> dict[str, Any] | None:
         """The JSON document stored in ``paper_accounts.quiet_state`` (None: nothing open)."""
-        if not self.open:
+        if not self.open and not self.if_flat:
             return None
-        return {"v": _VERSION, "streaks": [s._dump() for s in self.open.values()]}
+        doc: dict[str, Any] = {"v": _VERSION, "streaks": [s._dump() for s in self.open.values()]}
+        if self.if_flat:
+            doc["if_flat"] = [[cid, *item] for cid, item in self.if_flat.items()]
+        return doc
 
     @classmethod
     def load(cls, doc: dict[str, Any] | None, *, enabled: bool = True) -> Streaks:
@@ -169,6 +192,8 @@ class Streaks:
         for item in doc.get("streaks", ()):
             streak = Streak._load(item)
             out.open[streak.key] = streak
+        for cid, ticker, side, meta in doc.get("if_flat", ()):
+            out.if_flat[cid] = (ticker, side, meta)
         return out
 
 

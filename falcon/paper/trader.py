@@ -57,7 +57,7 @@ from falcon.domain.events import (
 )
 from falcon.domain.market import Bar
 from falcon.domain.orders import Order as DomainOrder
-from falcon.domain.orders import OrderType, Position, Side
+from falcon.domain.orders import Position, Side
 from falcon.execution.fills import CostModel
 from falcon.paper import persist, restore
 from falcon.paper.decisions import DecisionLog, Entries, client_order_id
@@ -266,23 +266,16 @@ class Trader:
         if self.day != today:
             self._open_day(s, today, prev_marks)
         self.picks.refresh(s, ts)
-        waiting = {r.ticker for r in state.pending.values()}
-        done: set[str] = set()
+        # The backtester's order of events at one timestamp: what fills at the open (exits,
+        # stops and targets the open gapped through), then the entries in ticker order, sized
+        # on the cash left and filled at the open, then the rest of every bar (stops, targets
+        # and limits inside it).
         for bar in bars:
-            if bar.ticker not in waiting:
-                self._record(s, book.on_bar(bar), result)
-                done.add(bar.ticker)
-        by_ticker = {b.ticker: b for b in bars}
-        for ticker in sorted(waiting):
-            # Exited and entered again at this open: the exit first, so that the entry is
-            # sized on the cash it freed and finds the ticker flat (the backtester's order).
-            if ticker in by_ticker and any(
-                    o.type is OrderType.MARKET for o in book.orders_for(ticker)):
-                self._record(s, book.on_open(by_ticker[ticker]), result)
-        self.entries.release(s, by_ticker, prev_marks, result)
+            if book.orders_for(bar.ticker):
+                self._record(s, book.on_open(bar), result)
+        self.entries.release(s, {b.ticker: b for b in bars}, prev_marks, result)
         for bar in bars:
-            if bar.ticker not in done and not self.entries.worked(bar.ticker):
-                self._record(s, book.on_bar(bar), result)
+            self._record(s, book.on_bar(bar), result)
         if self.kind == "day":
             # Day bars: a day order placed at the last close was meant for this session.
             self._record(s, book.end_session(ts), result)
@@ -332,14 +325,29 @@ class Trader:
             # fill, not once per entry (hundreds of entries a batch, hundreds of positions).
             value = ledger.value_at(marks)
             own = ledger.marks
-            for ticker, since in self.state.entry_ts.items():
-                if since == self._now:
-                    pos = ledger.position(ticker)
-                    if pos is not None:
-                        value += pos.qty * (pos.avg_cost
-                                            - marks.get(ticker, own.get(ticker, pos.avg_cost)))
+            for ticker in self.entered_now():
+                pos = ledger.position(ticker)
+                if pos is not None:
+                    value += pos.qty * (pos.avg_cost
+                                        - marks.get(ticker, own.get(ticker, pos.avg_cost)))
             valued = self._valued = (marks, value)
         return ledger.cash + valued[1]
+
+    def entered_now(self) -> list[str]:
+        """Tickers whose position was entered at the open of the batch being traded: valued at
+        their fill price, not at a previous close they were never held at."""
+        now = self._now
+        return [t for t, since in self.state.entry_ts.items() if since == now]
+
+    def mark_of(self, ticker: str, marks: dict[str, float]) -> float:
+        """The price a position in ``ticker`` is valued at when entries are sized and checked:
+        ``marks`` (the previous closes), else the ledger's mark, else its average cost; its
+        fill price (average cost) when it was entered at this open."""
+        pos = self.state.ledger.position(ticker)
+        cost = 0.0 if pos is None else pos.avg_cost
+        if self.state.entry_ts.get(ticker) == self._now and pos is not None:
+            return cost
+        return marks.get(ticker, self.state.ledger.marks.get(ticker, cost))
 
     def _judge_equity(self, s: Session, ts: datetime) -> None:
         state, limits = self.state, self.limits
@@ -467,6 +475,11 @@ class Trader:
         state = self.state
         held = state.ledger.qty(ticker)
         long_short = slot.spec.direction.value == "long_short" and not state.long_only
+        # The backtester's entry candidates: a side's entry signal without its exit signal,
+        # and (long/short) without the other side's entry signal.
+        enter_long = sig.entry_long and not sig.exit_long and not (long_short and sig.entry_short)
+        enter_short = (long_short and sig.entry_short and not sig.exit_short
+                       and not sig.entry_long)
         if held != 0:
             if state.strategy_of.get(ticker) != slot.name:
                 return  # one position per ticker, exited only by the strategy that opened it
@@ -480,22 +493,22 @@ class Trader:
                     exit_now, why = True, "max_bars"
             if exit_now and not self._exit_live(ticker):
                 self.entries.exit(s, slot.name, ticker, held, ts, why, result)
-                if long_short and flip and why == "signal":
+                if enter_short if long else enter_long:
+                    # A flip: out of one side and into the other at the next open.
                     side = Side.SELL if long else Side.BUY
                     self.entries.pending(s, slot, ticker, side, sig, ts, result)
-                elif why == "max_bars" and (
-                        (sig.entry_long and not sig.exit_long) if long
-                        else (sig.entry_short and not sig.exit_short)):
-                    # Timed out while its entry signal holds: out and in again at the next open,
-                    # as the backtester does.
-                    side = Side.BUY if long else Side.SELL
-                    self.entries.pending(s, slot, ticker, side, sig, ts, result)
+                    return
+            if enter_long if long else enter_short:
+                # Held, and the entry signal holds: if the position is closed at the next open
+                # (max_bars, a stop or target the open gaps through), it is entered again at
+                # that open, as the backtester does; else nothing happens.
+                self.entries.if_flat(s, slot, ticker, Side.BUY if long else Side.SELL, sig, ts)
             return
         if self._busy(ticker):
             return
-        if sig.entry_long and not sig.exit_long and not (long_short and sig.entry_short):
+        if enter_long:
             self.entries.pending(s, slot, ticker, Side.BUY, sig, ts, result)
-        elif (long_short and sig.entry_short and not sig.exit_short and not sig.entry_long):
+        elif enter_short:
             self.entries.pending(s, slot, ticker, Side.SELL, sig, ts, result)
 
     def _exit_live(self, ticker: str) -> bool:

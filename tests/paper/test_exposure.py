@@ -33,7 +33,10 @@ def _walk(self: Entries, ticker: str, strategy: str | None, equity: float,
     own = state.ledger.marks
     positions = state.ledger.positions
     for tk, pos in positions.items():
-        value = abs(pos.qty) * marks.get(tk, own.get(tk, pos.avg_cost))
+        # Entered at this open: valued at its fill price, as the sizing's equity values it.
+        price = (pos.avg_cost if state.entry_ts.get(tk) == t._now
+                 else marks.get(tk, own.get(tk, pos.avg_cost)))
+        value = abs(pos.qty) * price
         if (t.sectors.get(tk) or "unknown") == sector:
             sector_x += value
         if strategy is not None and state.strategy_of.get(tk) == strategy:

@@ -74,6 +74,13 @@ def _fills(sessions: sessionmaker[Session], name: str) -> list[tuple[Any, ...]]:
             .where(Fill.account_id == account.id).order_by(Fill.id)).tuples())
 
 
+def _streaks(sessions: sessionmaker[Session], name: str) -> list[Any]:
+    """The open refusal streaks stored for account ``name`` (entries held while a position is
+    open, ``if_flat``, may be stored beside them)."""
+    state = _quiet_state(sessions, name)
+    return [] if state is None else list(state["streaks"])
+
+
 def _quiet_state(sessions: sessionmaker[Session], name: str) -> Any:
     with sessions() as s:
         return s.scalars(select(PaperAccount.quiet_state)
@@ -127,7 +134,7 @@ def test_a_refused_entry_whose_signal_holds_is_written_once_and_summarised(
         events = [p for p in s.scalars(select(Event.payload))
                   if p.get("account") == "quiet" and p.get("ticker") == "B"]
         assert len(events) == 1
-    assert _quiet_state(sessions, "quiet") is None  # the streak ended on D11
+    assert _streaks(sessions, "quiet") == []  # the streak ended on D11
 
     assert [r["count"] for r in _lines(out, "entry_refused_repeatedly")] == [10]
     assert len([r for r in _lines(out, "order_rejected") if r["ticker"] == "B"]) == 1
@@ -201,7 +208,7 @@ def test_another_cause_is_recorded_and_starts_a_new_streak(
     # The recorded rows were held entries: inserted as rejected, with the strategy's meta.
     rows = _orders(sessions, "quiet", "B")
     assert json.loads(rows[1].reason or "{}")["purpose"] == "entry"
-    assert _quiet_state(sessions, "quiet") is None
+    assert _streaks(sessions, "quiet") == []
 
 
 # --- restarts ------------------------------------------------------------------------------------
@@ -301,7 +308,7 @@ def test_nothing_stored_when_nothing_is_quiet(sessions: sessionmaker[Session]) -
     t = _trader(sessions, "quiet")
     t.process([bar("A", D[0], 100.0)])
     t.process([bar("A", D[1], 100.0)])
-    assert _quiet_state(sessions, "quiet") is None
+    assert _streaks(sessions, "quiet") == []
     assert not t.state.streaks and not t.state.streaks.dirty
 
 
@@ -322,4 +329,4 @@ def test_turning_quiet_retries_off_writes_the_held_entry_when_it_resolves(
         for i, status in ((0, "rejected"), (3, "rejected"), (4, "rejected"), (5, "pending"))]
     summary = [d["count"] for a, d in _audit(sessions, "quiet") if a == "order.refused_repeatedly"]
     assert summary == [3]  # D1..D3, ended by the first refusal written again
-    assert _quiet_state(sessions, "quiet") is None
+    assert _streaks(sessions, "quiet") == []

@@ -47,6 +47,8 @@ class _Checkpointer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
+        self._gone: set[str] = set()  # disposed since marked: not to be opened again
+        self._running = threading.Lock()  # held while a checkpoint runs
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,16 +59,32 @@ class _Checkpointer:
         def committed(_conn: Any) -> None:
             self.mark(path)
 
+        def disposed(_engine: Engine) -> None:
+            self.forget(path)
+
         event.listen(engine, "commit", committed)
+        event.listen(engine, "engine_disposed", disposed)
 
     def mark(self, path: str) -> None:
         """``path`` has new WAL frames."""
         with self._lock:
             self._dirty.add(path)
+            self._gone.discard(path)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="falcon-wal-checkpoint",
                                                 daemon=True)
                 self._thread.start()
+
+    def forget(self, path: str) -> None:
+        """``path``'s engine was disposed: its database is not opened again (until a new
+        commit marks it), and a checkpoint of it under way has finished when this returns. A
+        caller that removes the file next (a test's temporary directory, an uninstall) does
+        not race the checkpointer's connection and the -wal and -shm files it opens."""
+        with self._lock:
+            self._dirty.discard(path)
+            self._gone.add(path)
+        with self._running:
+            pass
 
     def _run(self) -> None:
         while True:
@@ -74,7 +92,11 @@ class _Checkpointer:
             with self._lock:
                 paths, self._dirty = self._dirty, set()
             for path in paths:
-                self.checkpoint(path)
+                with self._running:
+                    with self._lock:
+                        if path in self._gone:
+                            continue
+                    self.checkpoint(path)
 
     @staticmethod
     def checkpoint(path: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from falcon.db.engine import make_engine
@@ -39,3 +40,33 @@ def test_a_removed_database_is_not_recreated(tmp_path: Path) -> None:
     gone = tmp_path / "gone.db"
     _Checkpointer.checkpoint(str(gone))
     assert not gone.exists()
+
+
+def test_a_disposed_engines_database_is_not_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The checkpointer must not open a database after its engine is disposed: the caller may
+    # be removing the file (a temporary directory's cleanup failed on the -wal and -shm files
+    # the checkpointer's connection created meanwhile).
+    from falcon.db.engine import _Checkpointer
+
+    opened: list[str] = []
+    real = _Checkpointer.checkpoint
+    monkeypatch.setattr(_Checkpointer, "checkpoint",
+                        staticmethod(lambda path: (opened.append(path), real(path))))
+    db = tmp_path / "disposed.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    engine.dispose()  # right after a commit: the database is marked for a checkpoint
+    time.sleep(_Checkpointer.INTERVAL * 3)
+    assert str(db) not in opened
+    # A commit after the dispose (the engine is used again) marks it again.
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+    deadline = time.monotonic() + 10
+    while str(db) not in opened and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(db) in opened
+    engine.dispose()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,3 +131,12 @@ def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name
         engine.dispose()
         return url
     return new_pg_database(request.getfixturevalue("pg_server"))
+
+
+def bars_frame(batches: Iterable[Iterable[Bar]]) -> pl.DataFrame:
+    """The backtester's input frame of the trader's batches, sorted by (ticker, ts)."""
+    flat = [b for batch in batches for b in batch]
+    return pl.DataFrame({"ticker": [b.ticker for b in flat], "ts": [b.ts for b in flat],
+                         "open": [b.open for b in flat], "high": [b.high for b in flat],
+                         "low": [b.low for b in flat], "close": [b.close for b in flat],
+                         "volume": [b.volume for b in flat]}).sort("ticker", "ts")

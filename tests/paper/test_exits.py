@@ -23,7 +23,7 @@ from falcon.execution.fills import CostModel
 from falcon.paper.persist import create_account
 from falcon.paper.signals import StrategySlot
 from falcon.strategy import compile_signals
-from tests.paper.helpers import bar, days, make_account, slot, trader
+from tests.paper.helpers import bar, bars_frame, days, make_account, slot, trader
 
 START = date(2024, 3, 4)
 
@@ -59,11 +59,7 @@ def _replay_and_backtest(
                for i, ts in enumerate(stamps)]
     for batch in batches:
         t.process(batch)
-    flat = [b for batch in batches for b in batch]
-    frame = pl.DataFrame({"ticker": [b.ticker for b in flat], "ts": [b.ts for b in flat],
-                          "open": [b.open for b in flat], "high": [b.high for b in flat],
-                          "low": [b.low for b in flat], "close": [b.close for b in flat],
-                          "volume": [b.volume for b in flat]}).sort("ticker", "ts")
+    frame = bars_frame(batches)
     result = run_backtest(compile_signals(sl.spec, frame), risk=sl.spec.risk,
                           config=BacktestConfig(cash=10_000.0))
     return result, {ts: i for i, ts in enumerate(stamps)}

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -34,7 +33,7 @@ from falcon.paper.persist import create_account
 from falcon.paper.signals import StrategySlot
 from falcon.strategy import compile_signals, load_spec
 
-from .helpers import days, trader
+from .helpers import bars_frame, days, trader
 
 START = date(2024, 1, 2)
 CASH = 10_000.0
@@ -132,11 +131,7 @@ def _paper(doc: dict[str, Any], bars: list[list[Bar]], long_only: bool) -> list[
 
 
 def _backtest(doc: dict[str, Any], bars: list[list[Bar]]) -> list[tuple]:  # type: ignore[type-arg]
-    flat = [b for batch in bars for b in batch]
-    frame = pl.DataFrame({"ticker": [b.ticker for b in flat], "ts": [b.ts for b in flat],
-                          "open": [b.open for b in flat], "high": [b.high for b in flat],
-                          "low": [b.low for b in flat], "close": [b.close for b in flat],
-                          "volume": [b.volume for b in flat]}).sort("ticker", "ts")
+    frame = bars_frame(bars)
     spec = load_spec(doc)
     result = run_backtest(compile_signals(spec, frame), risk=spec.risk,
                           config=BacktestConfig(cash=CASH, commission=0.001, slippage_bps=5.0))

@@ -58,6 +58,8 @@ class Batch:
     state: AccountState | None = None
     # Unflushed ``orders`` rows by client id, as column values (every row has every key).
     new_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # client id -> its parent's client id, for rows whose parent is in ``new_orders`` too
+    parent_of: dict[str, str] = field(default_factory=dict)
     updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # orders.id -> new values
     fills: list[tuple[str, dict[str, Any], list[tuple[str, Decimal]]]] = field(
         default_factory=list)  # (client id, fill row, ledger legs)
@@ -134,19 +136,7 @@ def flush_batch(session: Session) -> None:
     if b is None:
         return
     if b.new_orders:
-        # One statement and the new ids by the unique client ids (falcon.db.bulk): cheaper
-        # than Core's INSERT ... RETURNING batches on both databases.
-        orders = cast(Table, Order.__table__)
-        found = bulk.insert_returning(session, orders, list(b.new_orders.values()),
-                                      "client_order_id")
-        ids = [found[cid] for cid in b.new_orders]
-        state = _state(b)
-        for cid, oid in zip(b.new_orders, ids, strict=True):
-            state.order_ids[cid] = oid
-            row = state.pending.get(cid)
-            if row is not None:
-                row.id = oid
-        b.new_orders.clear()
+        _insert_orders(session, b)
     if b.updates:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for oid, values in b.updates.items():
@@ -181,6 +171,38 @@ def flush_batch(session: Session) -> None:
     if b.audit:
         audit.append_rows(session, b.audit)
         b.audit.clear()
+
+
+def _insert_orders(session: Session, b: Batch) -> None:
+    """Insert the batch's new ``orders`` rows in the order they were decided (ids ascend with
+    it, as a restart rebuilds the book in id order), one statement per run of rows: a row whose
+    parent is in the same run starts the next one, once its parent's id is known."""
+    orders = cast(Table, Order.__table__)
+    state = _state(b)
+    rows = list(b.new_orders.items())
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        run = {rows[start][0]}
+        while end < len(rows) and b.parent_of.get(rows[end][0]) not in run:
+            run.add(rows[end][0])
+            end += 1
+        for cid, row in rows[start:end]:
+            parent = b.parent_of.get(cid)
+            if parent is not None:
+                row["parent_id"] = state.order_ids[parent]
+        # One statement and the new ids by the unique client ids (falcon.db.bulk): cheaper
+        # than Core's INSERT ... RETURNING batches on both databases.
+        found = bulk.insert_returning(session, orders, [r for _, r in rows[start:end]],
+                                      "client_order_id")
+        for cid, _ in rows[start:end]:
+            oid = state.order_ids[cid] = found[cid]
+            pending = state.pending.get(cid)
+            if pending is not None:
+                pending.id = oid
+        start = end
+    b.new_orders.clear()
+    b.parent_of.clear()
 
 
 def _bulk_update(

@@ -38,7 +38,6 @@ from falcon.paper.batch_writes import (
     audit_entry,
     batch,
     current_batch,
-    flush_batch,
     known,
 )
 from falcon.paper.books import ZERO, fill_legs, money
@@ -87,8 +86,6 @@ def insert_order(
 ) -> int | None:
     """Insert an ``orders`` row for ``order`` (with the batch: its id once flushed)."""
     b = active_batch(session)
-    if b is not None and order.parent_id and order.parent_id in b.new_orders:
-        flush_batch(session)  # the parent's id is needed now (rare: entries are stored before)
     parent = state.order_ids.get(order.parent_id) if order.parent_id else None
     if order.trail_amount is not None:
         meta = {**meta, "trail_amount": order.trail_amount}
@@ -104,6 +101,10 @@ def insert_order(
     state.meta[order.id] = meta
     if b is not None:
         b.state = state
+        if order.parent_id and parent is None and order.parent_id in b.new_orders:
+            # The parent's row is in this batch too (a quiet entry stored as it is submitted):
+            # its id is filled in when the batch writes it, before this row.
+            b.parent_of[order.id] = order.parent_id
         b.new_orders[order.id] = row
         return None
     orders = cast(Table, Order.__table__)

@@ -172,6 +172,43 @@ def test_the_quiet_entry_fills_at_the_bar_it_would_have_filled(
     assert [(d["count"], d["last_ts"]) for d in summary] == [(5, D[5].isoformat())]
 
 
+def test_a_quiet_entry_with_a_bracket_is_written_before_its_legs(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The held entry's row is stored in the batch it is submitted in, with its stop loss and
+    take profit: the legs point at it, and the rows' ids follow the order things were decided
+    (a restart rebuilds the book in id order)."""
+    make_account(sessions, "quiet")
+    slots = [
+        slot("hog", ["A"], entry="close > 0", exit_="close < 90",
+             sizing={"kind": "fraction", "value": 1.0}),
+        slot("stuck", ["B"], entry="close > 50", exit_="close < 0",
+             sizing={"kind": "fraction", "value": 0.5},
+             stop_loss={"percent": 5}, take_profit={"percent": 10}),
+    ]
+    quiet = Trader(sessions, account="quiet", slots=slots, kind="day", limits=LOOSE,
+                   log_sink=DecisionLog(None))
+    for i, a in enumerate([100.0] * 5 + [80.0] * 4):
+        quiet.process(_day(i, a, 100.0))
+
+    orders = _orders(sessions, "quiet", "B")
+    cid = client_order_id("quiet", "stuck", "B", D[5], "entry")
+    entry = next(o for o in orders if o.client_order_id == cid)
+    legs = [o for o in orders if o.parent_id == entry.id]
+    assert entry.status == "filled"
+    assert sorted(o.client_order_id for o in legs) == [f"{cid}:sl", f"{cid}:tp"]
+    assert all(o.id > entry.id for o in legs) and all(o.status == "open" for o in legs)
+    with sessions() as s:
+        account_id = s.scalars(select(PaperAccount.id).where(PaperAccount.name == "quiet")).one()
+        ids = list(s.scalars(select(Order.id).where(Order.account_id == account_id)
+                             .order_by(Order.created_at, Order.id)))
+    assert ids == sorted(ids)
+    # A restart finds the bracket as it was left: both legs live in the book.
+    again = Trader(sessions, account="quiet", slots=slots, kind="day", limits=LOOSE,
+                   log_sink=DecisionLog(None))
+    assert sorted(o.id for o in again.state.book.orders_for("B")) == [f"{cid}:sl", f"{cid}:tp"]
+
+
 def test_another_cause_is_recorded_and_starts_a_new_streak(
     sessions: sessionmaker[Session],
 ) -> None:

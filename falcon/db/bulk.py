@@ -152,6 +152,13 @@ def insert_returning(session: Session, table: Table, rows: Sequence[dict[str, An
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
         insert_rows(session, table, rows)
+        if _rowid_key(table, dialect) and "id" not in rows[0]:
+            # An INTEGER PRIMARY KEY is SQLite's rowid: each new row gets the largest rowid + 1,
+            # so the rows of one executemany (under the caller's write lock) got consecutive
+            # ids, the last of which the connection reports; no read back by the keys.
+            last = session.connection().exec_driver_sql("SELECT last_insert_rowid()").scalar()
+            first = int(last) - len(rows) + 1
+            return {row[key]: first + i for i, row in enumerate(rows)}
         column = table.c[key]
         wanted = [row[key] for row in rows]
         found = session.execute(select(column, table.c.id).where(column.in_(wanted)))
@@ -176,6 +183,15 @@ def insert_returning(session: Session, table: Table, rows: Sequence[dict[str, An
     with driver.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(sql, arrays_)
         return {k: int(i) for k, i in cursor.fetchall()}
+
+
+def _rowid_key(table: Table, dialect: Dialect) -> bool:
+    """True when ``table``'s primary key is its single ``id INTEGER`` column, which SQLite
+    makes its rowid (no AUTOINCREMENT: a new row gets the largest rowid + 1)."""
+    pk = list(table.primary_key.columns)
+    return (len(pk) == 1 and pk[0].key == "id"
+            and pk[0].type.compile(dialect=dialect) == "INTEGER"
+            and not table.kwargs.get("sqlite_autoincrement", False))
 
 
 _RETURNING: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], str] = {}

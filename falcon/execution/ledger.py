@@ -128,10 +128,23 @@ class Ledger:
         return sum(p[0] * self._marks[t] for t, p in self._pos.items())
 
     def value_at(self, marks: Mapping[str, float]) -> float:
-        """Signed value of all positions at ``marks`` (the ledger's own mark, else the average
-        cost, where ``marks`` has none); no snapshot of the positions is built."""
+        """Signed value of all positions, each at :meth:`price_at`; no snapshot of the positions
+        is built."""
         own = self._marks
+        # price_at's rule, inlined: hundreds of positions, valued for every entry sized.
         return sum(p[0] * marks.get(t, own.get(t, p[1])) for t, p in self._pos.items())
+
+    def price_at(self, ticker: str, marks: Mapping[str, float]) -> float:
+        """The price ``ticker`` is valued at given ``marks``: its price there, else the
+        ledger's own mark, else the position's average cost (0 when flat and never marked)."""
+        price = marks.get(ticker)
+        if price is not None:
+            return price
+        price = self._marks.get(ticker)
+        if price is not None:
+            return price
+        p = self._pos.get(ticker)
+        return 0.0 if p is None else p[1]
 
     def gross_exposure(self) -> float:
         """Absolute value of all positions at their marks."""

@@ -324,12 +324,11 @@ class Trader:
             # Every entry of a batch sizes on the same marks: the positions are valued once per
             # fill, not once per entry (hundreds of entries a batch, hundreds of positions).
             value = ledger.value_at(marks)
-            own = ledger.marks
             for ticker in self.entered_now():
                 pos = ledger.position(ticker)
-                if pos is not None:
-                    value += pos.qty * (pos.avg_cost
-                                        - marks.get(ticker, own.get(ticker, pos.avg_cost)))
+                if pos is not None:  # value_at took its price at the marks: mark_of's instead
+                    value += pos.qty * (self.mark_of(ticker, marks)
+                                        - ledger.price_at(ticker, marks))
             valued = self._valued = (marks, value)
         return ledger.cash + valued[1]
 
@@ -343,11 +342,12 @@ class Trader:
         """The price a position in ``ticker`` is valued at when entries are sized and checked:
         ``marks`` (the previous closes), else the ledger's mark, else its average cost; its
         fill price (average cost) when it was entered at this open."""
-        pos = self.state.ledger.position(ticker)
-        cost = 0.0 if pos is None else pos.avg_cost
-        if self.state.entry_ts.get(ticker) == self._now and pos is not None:
-            return cost
-        return marks.get(ticker, self.state.ledger.marks.get(ticker, cost))
+        ledger = self.state.ledger
+        if self.state.entry_ts.get(ticker) == self._now:
+            pos = ledger.position(ticker)
+            if pos is not None:
+                return pos.avg_cost
+        return ledger.price_at(ticker, marks)
 
     def _judge_equity(self, s: Session, ts: datetime) -> None:
         state, limits = self.state, self.limits

@@ -36,6 +36,22 @@ def test_round_trip_books_cash_avg_cost_realized_and_fees() -> None:
     assert ledger.equity() == pytest.approx(10_000 - 2.5)
 
 
+def test_positions_are_valued_at_the_marks_given_else_the_own_mark_else_their_cost() -> None:
+    ledger = Ledger(cash=100_000)
+    ledger.apply(fill(Side.BUY, 10, 100.0, ticker="A"))
+    ledger.apply(fill(Side.BUY, 20, 50.0, ticker="B"))
+    ledger.apply(fill(Side.BUY, 5, 10.0, ticker="C"))
+    ledger.mark("A", 101.0)
+    ledger.mark("B", 55.0)
+    ledger._marks.pop("C")  # a position never marked since (restored from the database)
+    marks = {"A": 120.0}
+    assert [ledger.price_at(t, marks) for t in "ABC"] == [120.0, 55.0, 10.0]
+    assert ledger.price_at("Z", marks) == 0.0  # flat, never marked
+    assert ledger.value_at(marks) == pytest.approx(
+        sum(p.qty * ledger.price_at(t, marks) for t, p in ledger.positions.items()))
+    assert ledger.value_at(marks) == pytest.approx(10 * 120.0 + 20 * 55.0 + 5 * 10.0)
+
+
 def test_long_only_refuses_to_sell_what_it_does_not_hold() -> None:
     ledger = Ledger(cash=1_000)
     with pytest.raises(LedgerRejected) as err:

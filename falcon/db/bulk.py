@@ -156,7 +156,7 @@ def insert_returning(session: Session, table: Table, rows: Sequence[dict[str, An
             # An INTEGER PRIMARY KEY is SQLite's rowid: each new row gets the largest rowid + 1,
             # so the rows of one executemany (under the caller's write lock) got consecutive
             # ids, the last of which the connection reports; no read back by the keys.
-            last = session.connection().exec_driver_sql("SELECT last_insert_rowid()").scalar()
+            last = session.connection().exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
             first = int(last) - len(rows) + 1
             return {row[key]: first + i for i, row in enumerate(rows)}
         column = table.c[key]

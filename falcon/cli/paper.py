@@ -125,14 +125,20 @@ def account_list(as_json: bool) -> None:
 @account_option
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def status_cmd(account: str, as_json: bool) -> None:
-    """Account, positions, open orders, risk limits and halt state.
+    """Account, positions, open orders, held entries, risk limits and halt state.
+
+    Held entries are entries the trader keeps in memory only, with no order row: an entry
+    refused again and again for the same cause (retried quietly at each open), or signalled
+    while the strategy's own position is open.
 
     \b
     Example:
       falcon paper status --account main --json
     """
+    from zoneinfo import ZoneInfo
+
     from falcon.cli.output import echo_json, echo_table
-    from falcon.paper.admin import account_status
+    from falcon.paper.admin import HELD_ENTRIES_HELP, account_status
     from falcon.paper.service import account_limits
 
     ctx = app()
@@ -147,12 +153,10 @@ def status_cmd(account: str, as_json: bool) -> None:
     state = f"HALTED ({report['halt_reason']})" if report["halted"] else "trading"
     click.echo(f"{a['name']}: cash {a['cash']:,.2f}  equity {a['equity']:,.2f}  "
                f"realized {a['realized_pnl']:,.2f}  fees {a['fees']:,.2f}  {state}")
+    new_york = ZoneInfo("America/New_York")  # stored in UTC, shown in the exchange's time
     last = a["last_bar_ts"]
     if last is not None:
-        # Stored in UTC, shown in the exchange's time.
-        from zoneinfo import ZoneInfo
-
-        last = last.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M %Z")
+        last = last.astimezone(new_york).strftime("%Y-%m-%d %H:%M %Z")
     click.echo(f"last bar: {last or 'none'}")
     echo_table("positions", ["ticker", "qty", "avg_cost", "mark", "unrealized", "strategy"],
                [[p["ticker"], p["qty"], f"{p['avg_cost']:.4f}", p["mark"],
@@ -160,6 +164,25 @@ def status_cmd(account: str, as_json: bool) -> None:
     echo_table("open orders", ["id", "ticker", "side", "type", "qty", "limit", "stop", "status"],
                [[o["id"], o["ticker"], o["side"], o["type"], o["qty"], o["limit"], o["stop"],
                  o["status"]] for o in report["open_orders"]])
+    if report["held_entries_warning"]:
+        click.echo(f"warning: {report['held_entries_warning']}", err=True)
+    held = report["held_entries"]
+    if held:
+        def bar_time(iso: str | None) -> str:
+            if iso is None:
+                return ""
+            return datetime.fromisoformat(iso).astimezone(new_york).strftime("%Y-%m-%d %H:%M")
+
+        click.echo(HELD_ENTRIES_HELP)
+        echo_table("Held entries (quiet retries)",
+                   ["strategy", "ticker", "side", "held for", "refusals", "first refused",
+                    "last refused", "next open"],
+                   [[h["strategy"], h["ticker"], h["side"],
+                     h["cause"] if h["kind"] == "quiet_retry" else "position open",
+                     h["count"], bar_time(h["first_ts"]), bar_time(h["last_ts"]),
+                     "retry" if h["kind"] == "quiet_retry" and h["waiting"]
+                     else "if flat" if h["kind"] == "if_flat" else ""]
+                    for h in held])
     click.echo("limits: " + ", ".join(f"{k}={v}" for k, v in report["limits"].items()))
 
 

@@ -1,5 +1,9 @@
 """What a person does to a paper account from the CLI: halt, resume, flatten, manual orders, status.
 
+The status also shows the entries the trader holds in memory only (:func:`held_entries`): they
+have no ``orders`` row, so without them an account retrying an entry at every open would look
+idle.
+
 Each function works in the caller's session (no commit), writes an audit entry and an ``events``
 row, and changes only the database: the running trader reads ``halted`` and ``pending`` orders
 from the database on every batch, so these take effect at its next bar wherever it runs.
@@ -23,8 +27,10 @@ from falcon.domain.orders import OrderType, Side, TimeInForce
 from falcon.errors import ValidationError
 from falcon.paper.limits import RiskLimits
 from falcon.paper.persist import find_account
+from falcon.paper.streaks import Streaks
 
-__all__ = ["account_status", "halt_account", "resume_account", "submit_manual_order"]
+__all__ = ["HELD_ENTRIES_HELP", "account_status", "halt_account", "held_entries",
+           "resume_account", "submit_manual_order"]
 
 
 def _event(session: Session, kind: str, account: PaperAccount, **payload: Any) -> None:
@@ -128,7 +134,9 @@ def submit_manual_order(
 def account_status(
     session: Session, name: str, limits: RiskLimits, marks: dict[str, float] | None = None
 ) -> dict[str, Any]:
-    """Account, positions (with unrealized P&L at ``marks``), open orders, limits, halt state."""
+    """Account, positions (with unrealized P&L at ``marks``), open orders, limits, halt state,
+    and the entries held in memory (``held_entries``, see :func:`held_entries`; when the stored
+    state cannot be read, an empty list and ``held_entries_warning`` says why)."""
     account = find_account(session, name)
     marks = dict(marks or {})
     positions = list(session.scalars(
@@ -163,6 +171,7 @@ def account_status(
                                 Order.status.in_(("open", "pending"))).order_by(Order.id)
         )
     ]
+    held, warning = held_entries(account.quiet_state)
     return {
         "account": {"id": account.id, "name": account.name, "cash": account.cash,
                     "starting_cash": account.starting_cash, "equity": account.cash + value,
@@ -173,5 +182,60 @@ def account_status(
         "halt_reason": account.halt_reason,
         "positions": rows,
         "open_orders": orders,
+        "held_entries": held,
+        "held_entries_warning": warning,
         "limits": limits.as_dict(),
     }
+
+
+HELD_ENTRIES_HELP = (
+    "Entries the trader holds in memory, with no order row: an entry refused again and again "
+    "for the same cause is retried quietly at each open (only its first refusal is recorded), "
+    "and an entry signalled while the strategy's own position is open is taken at the next open "
+    "only if that open closes the position."
+)
+
+
+def held_entries(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The entries held in a ``quiet_state`` document, and a warning when it cannot be read.
+
+    One row per open refusal streak (``kind`` ``"quiet_retry"``): its key, cause, refusals so
+    far, first and last refused bar (ISO), the client order id of the recorded refusal and the
+    quiet entry waiting for the next open, if any (``waiting``, ``client_order_id``). One row
+    per entry if flat (``kind`` ``"if_flat"``, always waiting for the next open). Rows carry the
+    same keys (None where a field does not apply), by kind, strategy, ticker and side.
+
+    Nothing stored gives ``([], None)``. A document this code cannot read (corrupt, or from
+    another version: the trader drops it too) gives ``([], warning)``, never an exception.
+    """
+    if not doc:
+        return [], None
+    try:
+        streaks = Streaks.load(doc)
+        rows: list[dict[str, Any]] = []
+        for streak in streaks.open.values():
+            strategy, ticker, side = streak.key
+            rows.append({
+                "kind": "quiet_retry", "strategy": strategy, "ticker": ticker, "side": side,
+                "cause": streak.cause, "count": streak.count,
+                "first_ts": streak.first_ts.isoformat(), "last_ts": streak.last_ts.isoformat(),
+                "first_client_order_id": streak.first_id,
+                "waiting": streak.quiet_id is not None, "client_order_id": streak.quiet_id,
+            })
+        for cid, (ticker, side, meta) in streaks.if_flat.items():
+            rows.append({
+                "kind": "if_flat", "strategy": meta.get("strategy"), "ticker": ticker,
+                "side": side, "cause": None, "count": None, "first_ts": None, "last_ts": None,
+                "first_client_order_id": None, "waiting": True, "client_order_id": cid,
+            })
+        rows.sort(key=lambda r: (r["kind"] != "quiet_retry", str(r["strategy"]),
+                                 str(r["ticker"]), str(r["side"])))
+        stored = len(doc.get("streaks") or ()) + len(doc.get("if_flat") or ())
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        why = f"{type(exc).__name__}: {exc}"[:200]
+        return [], (f"paper_accounts.quiet_state cannot be read ({why}): the entries the trader "
+                    "holds in memory are not shown")
+    if stored and not rows:  # Streaks.load drops a document of another version
+        return [], (f"quiet_state has version {doc.get('v')!r}, which this version does not "
+                    "read: the trader drops its held entries")
+    return rows, None

@@ -15,7 +15,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import Select, select
 from werkzeug.wrappers import Response
 
-from falcon.db.models import Fill, Order
+from falcon.db.models import Fill, Order, PaperAccount
 from falcon.web import actions, serialize
 from falcon.web.extensions import db
 from falcon.web.queries import accounts_with_positions
@@ -89,12 +89,40 @@ def _ny_midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), ZoneInfo("America/New_York")).astimezone(UTC)
 
 
+def _held_entries(accounts: Iterable[PaperAccount]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The entries each account's trader holds in memory (:func:`held_entries`), with the
+    account's name and bar times as datetimes; and a warning per unreadable account state."""
+    from falcon.paper.admin import held_entries  # the paper package is heavy: on first use
+
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for account in accounts:
+        entries, warning = held_entries(account.quiet_state)
+        if warning:
+            warnings.append(f"{account.name}: {warning}")
+        for entry in entries:
+            rows.append(entry | {
+                "account": account.name,
+                "first_ts": _when(entry["first_ts"]),
+                "last_ts": _when(entry["last_ts"]),
+            })
+    return rows, warnings
+
+
+def _when(iso: str | None) -> datetime | None:
+    return None if iso is None else datetime.fromisoformat(iso)
+
+
 @bp.route("/")
 def index() -> str:
-    """Accounts, positions, open and recent orders, recent fills (orders and fills filterable)."""
+    """Accounts, positions, held entries, open and recent orders, recent fills (orders and fills
+    filterable)."""
+    from falcon.paper.admin import HELD_ENTRIES_HELP  # the paper package is heavy: on first use
+
     s = db.session
     filters = Filters.from_args(request.args)
     held = accounts_with_positions(s)
+    held_rows, held_warnings = _held_entries(a for a, _ in held)
     open_orders = s.scalars(
         select(Order)
         .where(Order.status.in_(actions.CANCELABLE))
@@ -112,6 +140,9 @@ def index() -> str:
         accounts=[serialize.account(a, p) for a, p in held],
         positions=[(a, p) for a, ps in held for p in ps],
         open_orders=open_orders,
+        held_entries=held_rows,
+        held_warnings=held_warnings,
+        held_help=HELD_ENTRIES_HELP,
         orders=recent,
         fills=fills,
         cancelable=actions.CANCELABLE,

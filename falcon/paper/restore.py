@@ -10,11 +10,13 @@ the fills, or the account refuses to load.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from falcon import audit
 from falcon.db.models import Fill, Order, PaperAccount, Position
 from falcon.domain.orders import Fill as DomainFill
 from falcon.domain.orders import Side
@@ -34,6 +36,8 @@ from falcon.paper.persist import (
 from falcon.paper.streaks import Streaks
 
 __all__ = ["load_state"]
+
+log = logging.getLogger(__name__)
 
 
 def load_state(
@@ -114,7 +118,7 @@ def load_state(
         order = domain_order(row, client_of.get(row.parent_id) if row.parent_id else None, meta)
         book.submit(order, row.created_at)
         state.persisted[order.id] = (order.type.value, order.stop_price, order.limit_price)
-    state.streaks = Streaks.load(account.quiet_state, enabled=quiet_retries)
+    state.streaks = _streaks(session, account, quiet_retries)
     for streak in state.streaks.held():
         quiet = streak.quiet_id
         # A quiet entry has no row (it gets one when written, in the batch that stores the new
@@ -139,3 +143,30 @@ def _last_prices(session: Session, account_id: int) -> dict[str, float]:
     ):
         out[ticker] = price
     return out
+
+
+def _streaks(session: Session, account: PaperAccount, quiet_retries: bool) -> Streaks:
+    """The stored quiet retries; none when the stored state cannot be read.
+
+    Only the trader writes ``quiet_state``, so an unreadable one was edited by hand or broken
+    by a bug. Starting without it loses nothing that matters (a held entry is a retry, decided
+    again by the next signal; its refusal count starts over), while refusing to start would
+    stop the account's trading: the trader starts, says so in the log and the audit log, and
+    stores a clean state with its next batch.
+    """
+    try:
+        streaks = Streaks.load(account.quiet_state, enabled=quiet_retries)
+        for streak in streaks.held():
+            Side(streak.key[2])
+        for _ticker, side, _meta in streaks.if_flat.values():
+            Side(side)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        why = type(exc).__name__
+        log.warning("paper account %s: quiet_state cannot be read (%s); starting with no "
+                    "entries held in memory", account.name, why)
+        audit.append(session, "trader", "paper.quiet_state_dropped", f"account:{account.name}",
+                     {"error": why})
+        streaks = Streaks(enabled=quiet_retries)
+        streaks.dirty = True
+    return streaks
+

@@ -367,3 +367,38 @@ def test_turning_quiet_retries_off_writes_the_held_entry_when_it_resolves(
     summary = [d["count"] for a, d in _audit(sessions, "quiet") if a == "order.refused_repeatedly"]
     assert summary == [3]  # D1..D3, ended by the first refusal written again
     assert _streaks(sessions, "quiet") == []
+
+
+@pytest.mark.parametrize("broken", [
+    {"v": 1, "streaks": [["not", "a", "streak"]]},
+    {"v": 1, "streaks": [], "if_flat": [["cid", "B", "sideways", {}]]},
+    ["not", "a", "document"],
+])
+def test_an_unreadable_quiet_state_is_dropped_with_a_trace_and_trading_goes_on(
+    sessions: sessionmaker[Session], broken: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_account(sessions, "quiet")
+    quiet = _trader(sessions, "quiet")
+    for i in range(3):
+        quiet.process(_day(i, 100.0, 100.0))
+    assert _streaks(sessions, "quiet")  # B's entry is being retried quietly
+    with transaction(sessions) as s:
+        account = s.scalars(select(PaperAccount).where(PaperAccount.name == "quiet")).one()
+        account.quiet_state = broken
+
+    again = _trader(sessions, "quiet")  # starts: a broken retry store must not stop trading
+    assert not again.state.streaks.open and not again.state.streaks.if_flat
+    assert "quiet_state cannot be read" in caplog.text and "sideways" not in caplog.text
+    assert [a for a, _ in _audit_all(sessions) if a == "paper.quiet_state_dropped"] == [
+        "paper.quiet_state_dropped"]
+    again.process(_day(3, 100.0, 100.0))  # the next batch stores a clean state
+    stored = _quiet_state(sessions, "quiet")
+    assert stored["streaks"] == [] and [e[1] for e in stored["if_flat"]] == ["A"]  # hog's
+    again.process(_day(4, 100.0, 100.0))  # B's entry, decided again, refused: a new streak
+    assert _trader(sessions, "quiet").state.streaks.open
+
+
+def _audit_all(sessions: sessionmaker[Session]) -> list[tuple[str, dict[str, Any]]]:
+    with sessions() as s:
+        return [(a, d) for a, d in s.execute(
+            select(AuditEntry.action, AuditEntry.detail).order_by(AuditEntry.id))]

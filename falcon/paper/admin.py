@@ -142,9 +142,14 @@ def account_status(
     positions = list(session.scalars(
         select(Position).where(Position.account_id == account.id).order_by(Position.ticker)
     ))
+    # The latest fill price of each held ticker (not every fill of the account: a year of
+    # minute trading is millions), for positions without a mark given.
+    latest = (select(func.max(Fill.id)).where(Fill.account_id == account.id,
+                                              Fill.ticker.in_([p.ticker for p in positions]))
+              .group_by(Fill.ticker))
     last_fill: dict[str, float] = dict(session.execute(
-        select(Fill.ticker, Fill.price).where(Fill.account_id == account.id).order_by(Fill.id)
-    ).all())
+        select(Fill.ticker, Fill.price).where(Fill.id.in_(latest.scalar_subquery()))
+    ).tuples().all()) if positions else {}
     fees = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
             LedgerEntry.account_id == account.id, LedgerEntry.book == "fees")

@@ -19,9 +19,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from falcon.backtest.results import BacktestConfig  # noqa: E402
 from falcon.db.engine import make_engine, session_factory, transaction  # noqa: E402
 from falcon.db.migrate import upgrade  # noqa: E402
 from falcon.domain.market import Bar  # noqa: E402
+from falcon.paper import batch_writes  # noqa: E402
 from falcon.paper.decisions import DecisionLog  # noqa: E402
 from falcon.paper.limits import RiskLimits  # noqa: E402
 from falcon.paper.persist import create_account  # noqa: E402
@@ -137,6 +141,34 @@ def run_paper(url: str, batches: list[list[Bar]]) -> dict[str, Any]:
             "events_max": int(max(per_batch_events))}
 
 
+@contextmanager
+def writes_dropped() -> Iterator[None]:
+    """Diagnostic (``--decisions-only``): the batch's rows are dropped instead of written (new
+    orders get made-up ids), so that what is left is the decision logic with the account row's
+    update and the commit: the floor under the per-bar latency that faster writes could reach."""
+    ids = itertools.count(1)
+
+    def drop(session: Any) -> None:
+        b = batch_writes.active_batch(session)
+        if b is None:
+            return
+        for cid in b.new_orders:
+            oid = b.state.order_ids[cid] = next(ids)  # type: ignore[union-attr]
+            pending = b.state.pending.get(cid)  # type: ignore[union-attr]
+            if pending is not None:
+                pending.id = oid
+        for part in (b.new_orders, b.parent_of, b.updates, b.fills, b.positions, b.events,
+                     b.audit):
+            part.clear()
+
+    real = batch_writes.flush_batch
+    batch_writes.flush_batch = drop  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        batch_writes.flush_batch = real  # type: ignore[assignment]
+
+
 def run_peer(batches: list[list[Bar]]) -> float:
     rows = [(b.ticker, b.ts, b.open, b.high, b.low, b.close, b.volume)
             for batch in batches for b in batch]
@@ -154,12 +186,16 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=500)
     parser.add_argument("--minutes", type=int, default=390)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--decisions-only", action="store_true",
+                        help="diagnostic: drop the batch's rows instead of writing them (the "
+                             "account row and the commit stay), to see the decision logic's cost")
     args = parser.parse_args()
+    dropped = writes_dropped() if args.decisions_only else nullcontext()
     print(f"generating {args.tickers} tickers x {args.minutes} minutes ...", flush=True)
     batches = synthetic_bars(args.tickers, args.minutes)
     calendar.is_open(datetime(2024, 3, 4, 15, tzinfo=UTC))  # load the calendar outside the clock
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, dropped:
         if args.db in ("sqlite", "both"):
             results["sqlite"] = run_paper(f"sqlite:///{tmp}/bench.db", batches)
             print(f"sqlite: {results['sqlite']}", flush=True)
@@ -195,7 +231,9 @@ def main() -> None:
                     server.stop()
     peer = run_peer(batches)
     print(f"\npaper trader, one day of minute bars ({args.tickers} tickers, "
-          f"{len(STRATEGIES)} strategies; latency per bar = its arrival -> its batch's commit)")
+          f"{len(STRATEGIES)} strategies; latency per bar = its arrival -> its batch's commit)"
+          + ("\nDIAGNOSTIC --decisions-only: the batches' rows were dropped, not written"
+             if args.decisions_only else ""))
     print(f"{'db':<10}{'bars':>8}{'total s':>10}{'bars/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'us/bar':>9}{'events':>8}{'signals s':>11}")
     for db, r in results.items():

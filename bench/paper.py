@@ -162,11 +162,11 @@ def writes_dropped() -> Iterator[None]:
             part.clear()
 
     real = batch_writes.flush_batch
-    batch_writes.flush_batch = drop  # type: ignore[assignment]
+    batch_writes.flush_batch = drop
     try:
         yield
     finally:
-        batch_writes.flush_batch = real  # type: ignore[assignment]
+        batch_writes.flush_batch = real
 
 
 def run_peer(batches: list[list[Bar]]) -> float:

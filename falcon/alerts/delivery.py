@@ -33,6 +33,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -236,7 +237,10 @@ class DeliveryWorker:
                 breaker.failure()
             return False
         except Exception as exc:  # a bug in a channel must not kill the worker or lose the row
-            log.exception("alert delivery %s (%s): unexpected error", c.id, c.channel)
+            # The traceback scrubbed as the error is: a library's text may quote the URL.
+            trace = scrub("".join(traceback.format_exception(exc)), self._secrets)
+            log.error("alert delivery %s (%s): unexpected error\n%s", c.id, c.channel,
+                      trace.rstrip())
             self._failed(c, scrub(f"{type(exc).__name__}: {exc}", self._secrets), False, None)
             breaker.failure()
             return False

@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+#: How :class:`WebhookReceiver` answers a request: a status, a status and headers, or "hang".
+Answer = int | str | tuple[int, dict[str, str]]
+
+
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
 
 @dataclass
 class Received:
@@ -29,17 +36,20 @@ class Received:
 
 
 class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1; ``script`` answers in turn, then ``default``.
+    """A real HTTP server on 127.0.0.1 (or ``host``: ``"::1"``, another 127.x address);
+    ``script`` answers in turn, then ``default``.
 
-    An answer is a status code (200, 500 ...) or ``"hang"``: the request is recorded, then the
-    handler holds the connection until :meth:`release` (or 30 s). With ``tls`` (a server
-    context, see :func:`tls_server_context`) it speaks HTTPS.
+    An answer is a status code (200, 500 ...), a status code with headers to send
+    (``(307, {"Location": ...})``) or ``"hang"``: the request is recorded, then the handler
+    holds the connection until :meth:`release` (or 30 s). With ``tls`` (a server context, see
+    :func:`tls_server_context`) it speaks HTTPS.
     """
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.received: list[Received] = []
-        self.script: deque[int | str] = deque()
-        self.default: int | str = 200
+        self.script: deque[Answer] = deque()
+        self.default: Answer = 200
+        self.host = host
         self._release = threading.Event()
         self._lock = threading.Lock()
         receiver = self
@@ -61,14 +71,18 @@ class WebhookReceiver:
                 if answer == "hang":
                     receiver._release.wait(30)
                     return
-                self.send_response(int(answer))
+                code, headers = answer if isinstance(answer, tuple) else (int(answer), {})
+                self.send_response(code)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
+        self.server = server_class((host, 0), Handler)
         self.server.daemon_threads = True
         self.scheme = "http"
         if tls is not None:
@@ -81,7 +95,8 @@ class WebhookReceiver:
 
     def url(self, token: str = "T000/B000/SECRETTOKEN") -> str:
         """A Slack-like webhook URL whose path is the secret."""
-        return f"{self.scheme}://127.0.0.1:{self.port}/services/{token}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}/services/{token}"
 
     def event_ids(self) -> list[str]:
         """The X-Falcon-Event-Id of every request so far."""
@@ -98,11 +113,15 @@ class WebhookReceiver:
 
 
 def _loopback(host: str | None) -> bool:
-    """Only 127.0.0.0/8: the test proxy must never reach beyond this machine."""
+    """Only 127.0.0.0/8, ::1 and localhost: the test proxy must never reach beyond this
+    machine."""
+    if host == "localhost":  # /etc/hosts: 127.0.0.1
+        return True
     try:
-        return ipaddress.ip_address(host or "") in ipaddress.ip_network("127.0.0.0/8")
+        address = ipaddress.ip_address((host or "").strip("[]"))
     except ValueError:
         return False
+    return address in ipaddress.ip_network("127.0.0.0/8") or address == ipaddress.ip_address("::1")
 
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
@@ -110,7 +129,8 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connect
 
 
 class ForwardingProxy:
-    """An HTTP proxy on 127.0.0.1 that forwards to loopback hosts only, recording what it saw.
+    """An HTTP proxy on 127.0.0.1 that forwards to loopback hosts only (127.0.0.0/8, ::1 and
+    localhost), recording what it saw.
 
     Absolute-URI requests (``POST http://127.0.0.1:port/path``, how a client sends an http://
     URL through a proxy) are forwarded; ``CONNECT host:port`` (how it reaches an https:// URL)
@@ -173,6 +193,7 @@ class ForwardingProxy:
             def do_CONNECT(self) -> None:
                 self._record()
                 host, _, port = self.path.rpartition(":")
+                host = host.strip("[]")
                 if not _loopback(host):
                     self._answer(403)
                     return

@@ -8,13 +8,8 @@ it, or the test's own thread opened an http.client connection.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import os
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -27,62 +22,10 @@ from falcon.alerts.settings import AlertSettings
 from falcon.db.engine import transaction
 from falcon.db.models import AlertDelivery
 
-from .servers import (
-    ForwardingProxy,
-    WebhookReceiver,
-    closed_port,
-    self_signed_cert,
-    tls_server_context,
-)
+from .servers import ForwardingProxy, WebhookReceiver, closed_port
 
 TOKEN = "T000/B000/SECRETTOKEN"  # the webhook URL's secret path: WebhookReceiver.url()'s
 PROXY_PASSWORD = "proxy-s3cret"
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test names its own proxy: none from the machine (http_proxy, NO_PROXY ...)."""
-    for name in list(os.environ):
-        if name.lower().endswith("_proxy") or name == "REQUEST_METHOD":
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def proxy() -> Iterator[ForwardingProxy]:
-    server = ForwardingProxy()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def direct(monkeypatch: pytest.MonkeyPatch,
-           proxy: ForwardingProxy) -> list[tuple[str, int | None]]:
-    """``(host, port)`` of every http.client connection opened from here on, in any thread
-    (the delivery worker sends from a pool) but the proxy's, whose forwarding uses it too."""
-    opened: list[tuple[str, int | None]] = []
-    connect = http.client.HTTPConnection.connect
-
-    def spy(self: http.client.HTTPConnection) -> None:
-        if threading.get_ident() not in proxy.threads:
-            opened.append((self.host, self.port))
-        connect(self)
-
-    monkeypatch.setattr(http.client.HTTPConnection, "connect", spy)
-    return opened
-
-
-@pytest.fixture
-def tls_receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookReceiver]:
-    """An HTTPS receiver on 127.0.0.1 whose self-signed certificate this test trusts.
-
-    SSL_CERT_FILE is read both by OpenSSL's default paths (http.client's
-    ``ssl.create_default_context()``) and by httpx, so both ways verify the certificate.
-    """
-    cert = self_signed_cert(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    server = WebhookReceiver(tls=tls_server_context(cert))
-    yield server
-    server.close()
 
 
 def note(i: int) -> Notification:

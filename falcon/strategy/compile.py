@@ -34,6 +34,7 @@ from falcon.strategy.expr import (
     to_text,
 )
 from falcon.strategy.functions import BY, MSO, SESSION, analyze, call_parts, constant
+from falcon.strategy.snap import compare
 
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
@@ -108,24 +109,14 @@ class _Compiler:
         elif op == "/":
             # x/0 is no number: null (polars would give inf or NaN, and NaN compares as largest).
             out = pl.when(b != 0).then(a / b)
-        elif op == "<":
-            out = a < b
-        elif op == "<=":
-            out = a <= b
-        elif op == ">":
-            out = a > b
-        elif op == ">=":
-            out = a >= b
-        elif op == "==":
-            out = a == b
-        elif op == "!=":
-            out = a != b
-        # The previous bar's comparison is made on the difference, a column: shifting a bare
-        # literal (``rsi(close, 14) crosses_above 30``) would give null and never fire.
+        elif op in ("<", "<=", ">", ">=", "==", "!="):
+            out = _compared(op, a, b)
+        # The previous bar's comparison is a column, shifted: shifting a bare literal
+        # (``rsi(close, 14) crosses_above 30``) would give null and never fire.
         elif op == "crosses_above":
-            out = (a > b) & (_shift(a - b, 1) <= 0)
+            out = _compared(">", a, b) & _shift(_compared("<=", a, b), 1)
         elif op == "crosses_below":
-            out = (a < b) & (_shift(a - b, 1) >= 0)
+            out = _compared("<", a, b) & _shift(_compared(">=", a, b), 1)
         elif op == "and":
             out = a & b
         elif op == "or":
@@ -133,6 +124,19 @@ class _Compiler:
         else:  # pragma: no cover - the parser produces no other operator
             raise ValueError(f"unknown operator {op!r}")
         return out, level
+
+
+def _compared(op: str, a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """``a op b`` by :func:`falcon.strategy.snap.compare` -- the stream's own function, so that
+    both engines decide a comparison of (nearly) equal values alike: null where a side is."""
+
+    def run(pair: pl.Series) -> pl.Series:
+        x = pair.struct.field("a").to_numpy()  # a null is NaN here
+        y = pair.struct.field("b").to_numpy()
+        return pl.Series(pair.name, compare(op, x, y)).fill_nan(None).cast(pl.Boolean)
+
+    pair = pl.struct(a.cast(pl.Float64).alias("a"), b.cast(pl.Float64).alias("b"))
+    return pair.map_batches(run, return_dtype=pl.Boolean, is_elementwise=True)
 
 
 def _shift(e: pl.Expr, bars: int) -> pl.Expr:

@@ -12,8 +12,10 @@ The values are those of the compiler on the full history of each ticker (the com
 reference semantics), not approximations on a window: the same TA-Lib seeding and first-value
 positions, the same null rules (a null is NaN here; a condition is 1.0, 0.0 or NaN with polars'
 three-valued ``and``/``or``), to floating-point rounding (the compiler sums a rolling window over
-the whole column; here each ticker has its own running sum). ``tests/strategy/test_stream.py``
-checks every function against ``compile_signals``.
+the whole column; here each ticker has its own running sum). The signals are the same exactly:
+both engines compare through :func:`falcon.strategy.snap.compare`, at 12 significant digits, so
+the last bits never decide a comparison. ``tests/strategy/test_stream.py`` checks every function
+against ``compile_signals``.
 
 Usage::
 
@@ -50,6 +52,7 @@ from falcon.strategy.expr import (
     to_text,
 )
 from falcon.strategy.functions import analyze, call_parts, constant
+from falcon.strategy.snap import compare
 
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
@@ -589,20 +592,8 @@ def _kleene_or(a: _Array, b: _Array) -> _Array:
 
 
 def _compare(op: str, a: _Array, b: _Array) -> _Array:
-    with np.errstate(invalid="ignore"):
-        if op == "<":
-            out = a < b
-        elif op == "<=":
-            out = a <= b
-        elif op == ">":
-            out = a > b
-        elif op == ">=":
-            out = a >= b
-        elif op == "==":
-            out = a == b
-        else:
-            out = a != b
-    return np.where(np.isnan(a) | np.isnan(b), _NAN, out.astype(np.float64))
+    # As the compiler compares: at 12 significant digits (falcon.strategy.snap).
+    return compare(op, a, b)
 
 
 @dataclass

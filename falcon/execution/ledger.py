@@ -166,12 +166,15 @@ class Ledger:
         """Why ``fill`` would be refused, or None if :meth:`apply` would accept it."""
         return self.check_trade(fill.ticker, fill.side, fill.qty, fill.price, fill.fee)
 
-    def apply(self, fill: Fill) -> float:
+    def apply(self, fill: Fill, *, checked: bool = True) -> float:
         """Book ``fill``; returns the P&L it realized (gross of fees).
 
         Raises :class:`LedgerRejected` (and changes nothing) if the fill breaks a money rule.
+        ``checked=False`` books a fill that was judged already (a replay of stored fills, or a
+        second ledger following the first): the money rules of a margin account depend on the
+        marks of the moment it filled, which a replay does not have.
         """
-        return self.book(fill.ticker, fill.side, fill.qty, fill.price, fill.fee)
+        return self.book(fill.ticker, fill.side, fill.qty, fill.price, fill.fee, checked=checked)
 
     def check_trade(
         self, ticker: str, side: Side, qty: int, price: float, fee: float
@@ -201,11 +204,12 @@ class Ledger:
             return RejectReason.INSUFFICIENT_CASH
         return None
 
-    def book(self, ticker: str, side: Side, qty: int, price: float, fee: float) -> float:
+    def book(self, ticker: str, side: Side, qty: int, price: float, fee: float, *,
+             checked: bool = True) -> float:
         """:meth:`apply` without building a :class:`Fill`; same checks, same effect."""
         if qty < 1 or qty != int(qty):
             raise ValueError(f"qty must be a whole number >= 1, got {qty!r}")
-        reason = self.check_trade(ticker, side, qty, price, fee)
+        reason = self.check_trade(ticker, side, qty, price, fee) if checked else None
         if reason is not None:
             raise LedgerRejected(reason, f"{side} {qty} {ticker} @ {price:.4f}: {reason}")
         signed = qty if side is Side.BUY else -qty

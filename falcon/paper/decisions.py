@@ -216,6 +216,8 @@ class Entries:
             key=lambda c: (state.pending[c].ticker, c),
         )
         self._released = set()
+        if due and not state.long_only:
+            self._mark_at(marks)
         for cid in due:
             row = state.pending[cid]
             bar = bars[row.ticker]
@@ -229,6 +231,17 @@ class Entries:
             ts = next(iter(bars.values())).ts
             for streak in state.streaks.sweep(bars, self._released):
                 self._refused_repeatedly(s, streak, ts)
+
+    def _mark_at(self, marks: dict[str, float]) -> None:
+        """Mark the positions held at ``marks`` (the previous closes) before entries are sized,
+        as the backtester does: a margin account's room (equity less exposure, both at the
+        marks), which sizes an entry and which its fill is checked against, is the room at the
+        previous closes, not at the opens the bars worked so far were marked at. The rest of
+        each bar marks its ticker again (at its open, then its close)."""
+        t = self.t
+        ledger = t.state.ledger
+        for ticker in t.positions():
+            ledger.mark(ticker, t.mark_of(ticker, marks))
 
     def _submit(self, s: Session, orders: tuple[Order, ...], bar: Bar, result: BatchResult) -> None:
         book = self.t.state.book

@@ -211,7 +211,7 @@ def _filled(session: Session, state: AccountState, event: OrderFilled) -> None:
     # one at a time, so each fill's rows see the position as that fill left it.
     before = state.basis.get(ticker, ZERO)
     was = state.shadow.qty(ticker)
-    realized = state.shadow.apply(fill)
+    realized = state.shadow.apply(fill, checked=False)  # the book's ledger judged it
     pos = state.shadow.position(ticker)
     if pos is not None and (was == 0 or (was > 0) != (pos.qty > 0)):
         # A position opened (or flipped): its age, for max_bars, counts from this fill -- as

@@ -52,6 +52,18 @@ def test_positions_are_valued_at_the_marks_given_else_the_own_mark_else_their_co
     assert ledger.value_at(marks) == pytest.approx(10 * 120.0 + 20 * 55.0 + 5 * 10.0)
 
 
+def test_an_unchecked_fill_is_booked_as_it_was_judged_before() -> None:
+    # A margin account judged this short on the marks of its moment; replayed without them,
+    # the same arithmetic books it (checked, it would be refused here: no room at these marks).
+    ledger = Ledger(cash=1_000, allow_short=True)
+    short = fill(Side.SELL, 100, 30.0)
+    with pytest.raises(LedgerRejected):
+        ledger.apply(short)
+    assert ledger.cash == 1_000 and not ledger.positions
+    ledger.apply(short, checked=False)
+    assert ledger.positions["A"].qty == -100 and ledger.cash == pytest.approx(4_000)
+
+
 def test_long_only_refuses_to_sell_what_it_does_not_hold() -> None:
     ledger = Ledger(cash=1_000)
     with pytest.raises(LedgerRejected) as err:

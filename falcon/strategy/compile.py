@@ -34,7 +34,7 @@ from falcon.strategy.expr import (
     to_text,
 )
 from falcon.strategy.functions import BY, MSO, SESSION, analyze, call_parts, constant
-from falcon.strategy.snap import compare
+from falcon.strategy.snap import CANCEL, compare
 
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
@@ -101,9 +101,9 @@ class _Compiler:
         op = node.op
         out: pl.Expr
         if op == "+":
-            out = a + b
+            out = _subtract(a, -b)
         elif op == "-":
-            out = a - b
+            out = _subtract(a, b)
         elif op == "*":
             out = a * b
         elif op == "/":
@@ -124,6 +124,14 @@ class _Compiler:
         else:  # pragma: no cover - the parser produces no other operator
             raise ValueError(f"unknown operator {op!r}")
         return out, level
+
+
+def _subtract(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """``a - b`` as :func:`falcon.strategy.snap.subtract` computes it (the same correctly
+    rounded operations): zero where it is within ``CANCEL`` of the larger operand."""
+    diff = a - b
+    tiny = diff.abs() <= CANCEL * pl.max_horizontal(a.abs(), b.abs())
+    return pl.when(tiny).then(pl.lit(0.0)).otherwise(diff)
 
 
 def _compared(op: str, a: pl.Expr, b: pl.Expr) -> pl.Expr:

@@ -16,6 +16,12 @@ engines call (the compiler through ``map_batches``), so the result is bit for bi
 price has far fewer digits: an average of equal prices comes back to that price exactly, and two
 values are told apart whenever they differ by more than a few parts in 10^12 -- far below a cent
 on any price.
+
+A comparison written as a difference (``close - sma(close, 20) > 0``) meets the same last bits
+in the difference itself, which is tiny where the operands are equal and keeps no trace of their
+size. So a sum or difference smaller than :data:`CANCEL` of its larger operand is zero
+(:func:`subtract`, and its same rule in the compiler: plain arithmetic, correctly rounded alike
+in numpy and polars).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SIGNIFICANT", "compare", "snap"]
+__all__ = ["CANCEL", "SIGNIFICANT", "compare", "snap", "subtract"]
 
 SIGNIFICANT = 12
 
@@ -82,4 +88,17 @@ def compare(op: str, a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float
             out = np.array(out)  # a writable copy (broadcast results may be read-only views)
             out[idx] = fn(snap(x[idx]), snap(y[idx]))
     return np.where(np.isnan(x) | np.isnan(y), np.nan, out.astype(np.float64))
+
+
+CANCEL = 1e-11
+
+
+def subtract(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``a - b``, zero where it is within :data:`CANCEL` of the larger operand (``a + b`` is
+    ``subtract(a, -b)``); NaN where either side is NaN."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = x - y
+        tiny = np.abs(diff) <= CANCEL * np.maximum(np.abs(x), np.abs(y))
+    return np.where(tiny, 0.0, diff)
 

@@ -52,7 +52,7 @@ from falcon.strategy.expr import (
     to_text,
 )
 from falcon.strategy.functions import analyze, call_parts, constant
-from falcon.strategy.snap import compare
+from falcon.strategy.snap import compare, subtract
 
 if TYPE_CHECKING:
     from falcon.strategy.spec import StrategySpec
@@ -695,10 +695,10 @@ class _Program:
         op = st.name
         if op in ("+", "-", "*", "/"):
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                if op == "+":
-                    return a + b
+                if op == "+":  # both at 12 significant digits (falcon.strategy.snap)
+                    return subtract(a, -b)
                 if op == "-":
-                    return a - b
+                    return subtract(a, b)
                 if op == "*":
                     return a * b
                 return np.where(b != 0, a / np.where(b != 0, b, 1.0), _NAN)

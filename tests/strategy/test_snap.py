@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from falcon.strategy import compile_signals, load_spec
-from falcon.strategy.snap import SIGNIFICANT, snap
+from falcon.strategy.snap import CANCEL, SIGNIFICANT, snap, subtract
 
 from .test_stream import _signals_stream
 
@@ -44,6 +44,16 @@ def test_snap_passes_nan_and_infinities() -> None:
     assert np.isnan(got[0]) and got[1] == np.inf and got[2] == -np.inf and got[3] == 0.0
 
 
+def test_a_difference_within_the_last_digits_of_its_operands_is_zero() -> None:
+    a = np.array([10.01, 10.01, 0.3, 100.0, 100.0, 5.0, np.nan, 1e-300])
+    b = np.array([10.009999999999998, 10.0, 0.1 + 0.2, 100.0 * (1 + 0.5 * CANCEL),
+                  100.0 * (1 + 2 * CANCEL), -5.0, 1.0, 0.0])
+    got = subtract(a, b)
+    assert got[:3].tolist() == [0.0, pytest.approx(0.01), 0.0]
+    assert got[3] == 0.0 and got[4] != 0.0  # within CANCEL of 100: zero; twice it: kept
+    assert got[5] == 10.0 and np.isnan(got[6]) and got[7] == 1e-300
+
+
 LEVELS = [10.01, 0.37, 123.45, 1.1, 7.77, 33.33, 0.1, 2.675, 19.99, 45.67, 1234.5678, 0.0123]
 START = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)
 
@@ -69,7 +79,8 @@ def test_a_flat_price_neither_crosses_nor_beats_its_own_average_in_either_engine
         "entry": f"sma(close, {fast}) crosses_above sma(close, {slow})",
         "exit": f"close > sma(close, {slow})",
         "short_entry": f"close >= sma(close, {slow}) and close <= sma(close, {fast})",
-        "short_exit": f"sma(close, {fast}) != sma(close, {slow})",
+        "short_exit": f"sma(close, {fast}) != sma(close, {slow}) or "
+                      f"close - sma(close, {slow}) > 0 or sma(close, {fast}) - close > 0",
     }
     spec = load_spec({"name": "ties", "timeframe": "minute", "direction": "long_short",
                       **rules})

@@ -31,7 +31,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 from sqlalchemy import Engine
@@ -222,11 +222,7 @@ def _parse_webhook_url(url: str) -> _Target | str:
         return f"its scheme{shown} is not http or https"
     if not parts.hostname:
         return "it has no host"
-    try:
-        port = parts.port
-    except ValueError:
-        return _PORT_PROBLEM
-    if port == 0:
+    if _bad_port(parts):
         return _PORT_PROBLEM
     try:
         parsed = httpx.URL(url)
@@ -245,6 +241,14 @@ def _parse_webhook_url(url: str) -> _Target | str:
                    parsed.raw_path.decode("ascii") or "/")
 
 
+def _bad_port(parts: SplitResult) -> bool:
+    """True when ``parts`` names a port that is not a number from 1 to 65535."""
+    try:
+        return parts.port == 0
+    except ValueError:
+        return True
+
+
 def _proxy_problem(proxy: str) -> str | None:
     """Why the proxy URL ``proxy`` (``scheme://`` added already) cannot be used, or None.
 
@@ -254,11 +258,7 @@ def _proxy_problem(proxy: str) -> str | None:
         parts = urlsplit(proxy)
     except ValueError:
         return "it cannot be parsed"
-    try:
-        port = parts.port
-    except ValueError:
-        return _PORT_PROBLEM
-    if port == 0:
+    if _bad_port(parts):
         return _PORT_PROBLEM
     if not parts.hostname:
         return "it has no host"

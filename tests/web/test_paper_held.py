@@ -64,6 +64,32 @@ def test_the_trading_page_shows_held_entries(
         "if flat: " + client_order_id("main", "hog", "A", D[4], "entry")]
 
 
+def test_the_api_gives_an_accounts_held_entries(
+    app: Flask, client: FlaskClient, auth: AuthActions,
+) -> None:
+    sessions = sessions_of(app)
+    account_id = make_account(sessions, "main")
+    headers = {"Authorization": f"Bearer {auth.token()}"}
+    url = f"/api/v1/accounts/{account_id}"
+    assert client.get(url, headers=headers).json["held_entries"] == []
+    trader = Trader(sessions, account="main", slots=[
+        slot("hog", ["A"], entry="close > 0", exit_="close < 0",
+             sizing={"kind": "fraction", "value": 1.0}),
+        slot("stuck", ["B"], entry="close > 50", exit_="close < 0",
+             sizing={"kind": "fraction", "value": 0.5}),
+    ], kind="day", limits=LOOSE, log_sink=DecisionLog(None))
+    for i in range(5):
+        trader.process([bar("A", D[i], 100.0), bar("B", D[i], 100.0)])
+    body = client.get(url, headers=headers).json
+    assert body["held_entries_warning"] is None and body["name"] == "main"
+    quiet = [h for h in body["held_entries"] if h["kind"] == "quiet_retry"]
+    assert [(h["strategy"], h["ticker"], h["cause"], h["count"]) for h in quiet] == [
+        ("stuck", "B", "insufficient_cash", 4)]
+    assert quiet[0]["client_order_id"] == client_order_id("main", "stuck", "B", D[4], "entry")
+    assert [(h["strategy"], h["ticker"]) for h in body["held_entries"]
+            if h["kind"] == "if_flat"] == [("hog", "A")]
+
+
 @SQLITE_ONLY
 def test_an_unreadable_quiet_state_is_a_warning_on_the_page(
     app: Flask, client: FlaskClient, logged_in: AuthActions,

@@ -68,6 +68,21 @@ SCHEMAS: dict[str, JsonDict] = {
             "created_at": _TS,
         }
     ),
+    "HeldEntry": _obj(
+        {
+            "kind": {"type": "string", "enum": ["quiet_retry", "if_flat"]},
+            "strategy": _n(_STR),
+            "ticker": _STR,
+            "side": _STR,
+            "cause": _n(_STR),
+            "count": _n(_INT),
+            "first_ts": _n(_TS),
+            "last_ts": _n(_TS),
+            "first_client_order_id": _n(_STR),
+            "waiting": _BOOL,
+            "client_order_id": _n(_STR),
+        }
+    ),
     "Position": _obj(
         {
             "account_id": _INT,
@@ -313,6 +328,14 @@ for _name in (
 ):
     SCHEMAS[f"{_name}List"] = _list_of(_name)
 
+SCHEMAS["AccountDetail"] = _obj(
+    {
+        **SCHEMAS["Account"]["properties"],
+        "held_entries": {"type": "array", "items": _ref("HeldEntry")},
+        "held_entries_warning": _n(_STR),
+    }
+)
+
 
 def _query(name: str, schema: JsonDict, description: str) -> JsonDict:
     return {
@@ -374,7 +397,8 @@ def _paths() -> JsonDict:
         "/me": {"get": _op("Who the credentials belong to", "User")},
         "/accounts": {"get": _op("Paper accounts", "AccountList")},
         "/accounts/{account_id}": {
-            "get": _op("One paper account", "Account", params=[_path_id("account_id")])
+            "get": _op("One paper account, with the entries held in memory", "AccountDetail",
+                       params=[_path_id("account_id")])
         },
         "/positions": {"get": _op("Open positions", "PositionList", params=[account])},
         "/orders": {

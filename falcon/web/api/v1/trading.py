@@ -46,11 +46,15 @@ def accounts() -> Response:
 
 @bp.get("/accounts/<id:account_id>")
 def account(account_id: int) -> Response:
-    """One paper account."""
+    """One paper account, with the entries its trader holds in memory only (quiet retries,
+    entries if flat: see ``falcon paper status``)."""
+    from falcon.paper.admin import held_entries  # the paper package, only where it is needed
+
     row = db.session.get(PaperAccount, account_id)
     if row is None:
         raise NotFound(f"no paper account {account_id}")
-    return jsonify(_account_json(row))
+    held, warning = held_entries(row.quiet_state)
+    return jsonify({**_account_json(row), "held_entries": held, "held_entries_warning": warning})
 
 
 @bp.get("/positions")

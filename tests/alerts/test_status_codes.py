@@ -49,6 +49,12 @@ def deliver(engine: Engine, sessions: sessionmaker[Session], url: str,
                              **{"backoff_base_s": 0.0, "backoff_cap_s": 0.0, **kw})
     with transaction(sessions) as s:
         queue_alert(s, rule_id=None, channels=["slack"], message="AAPL crossed 200")
+    return run_once(engine, sessions, settings)
+
+
+def run_once(engine: Engine, sessions: sessionmaker[Session],
+             settings: AlertSettings) -> AlertDelivery:
+    """One pass of a worker with ``settings`` over the one queued alert; its delivery row."""
     worker = DeliveryWorker(engine, settings)
     try:
         assert worker.run_once() == 1
@@ -96,13 +102,7 @@ def test_a_5xx_408_and_429_are_retried(
     assert row.last_error == f"slack http://127.0.0.1:{receiver.port}: HTTP {code}"
     settings = AlertSettings(slack_webhook_url=receiver.url(TOKEN), http_timeout_s=5.0,
                              backoff_base_s=0.0, backoff_cap_s=0.0)
-    worker = DeliveryWorker(engine, settings)
-    try:
-        assert worker.run_once() == 1
-    finally:
-        worker.close()
-    with sessions() as s:
-        row = s.scalars(select(AlertDelivery)).one()
+    row = run_once(engine, sessions, settings)
     assert (row.status, row.attempts) == ("sent", 2)
     assert len(receiver.received) == 2
 
